@@ -1,0 +1,34 @@
+"""User-facing errors: the stage and CLI entry points print them as one line, no traceback."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+
+class MidigenError(Exception):
+    """A mistake the user can fix (bad params, unreadable input, empty dataset)."""
+
+
+class ParamsError(MidigenError):
+    """A key in params.yaml (or a flag) has a wrong type, an unknown name or a bad value."""
+
+
+class MidiError(MidigenError):
+    """A MIDI file that cannot be read or holds nothing usable."""
+
+
+class DataError(MidigenError):
+    """A dataset, store or split that is missing or unusable."""
+
+
+def run_main(main: Callable[[], int | None]) -> int:
+    """Run an entry point, turning user errors and Ctrl-C into one line and an exit code."""
+    try:
+        return int(main() or 0)
+    except MidigenError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,234 @@
+"""Ingest: turn `data.source` into a folder of MIDI files plus a manifest.
+
+Sources:
+- ``music21:bach`` | ``music21:essen`` | ``music21:ryans``: pieces of the corpus that ships inside
+  the music21 package, exported to MIDI under ``data/raw/midi/``;
+- a path to a folder of .mid/.midi files (recursive, any case): listed in place, not copied,
+  with a content hash per file so a changed file changes the manifest. A metadata CSV at the
+  folder's root with a ``midi_filename`` column (the Groove MIDI Dataset's ``info.csv``) is
+  joined onto the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from midigen.errors import DataError
+from midigen.parallel import imap_progress
+
+MUSIC21_CORPORA = {
+    # name -> (music21 composer/collection directory, file suffixes that hold music)
+    "bach": ("bach", (".mxl", ".xml", ".krn", ".mid")),
+    "essen": ("essenFolksong", (".abc",)),
+    "ryans": ("ryansMammoth", (".abc",)),
+}
+MIDI_SUFFIXES = (".mid", ".midi")
+MANIFEST_COLUMNS = ["rel_path", "path", "size", "sha1"]
+
+
+@dataclass(frozen=True)
+class Source:
+    kind: str  # "music21" or "folder"
+    name: str  # corpus name or folder path
+
+    def describe(self) -> str:
+        return f"music21 corpus '{self.name}'" if self.kind == "music21" else f"folder {self.name}"
+
+
+def parse_source(source: str) -> Source:
+    """Interpret data.source; raise DataError naming what is allowed."""
+    if source.startswith("music21:"):
+        name = source.split(":", 1)[1]
+        if name not in MUSIC21_CORPORA:
+            raise DataError(
+                f"data.source = {source!r}: unknown music21 corpus; choose one of "
+                + ", ".join(f"music21:{n}" for n in MUSIC21_CORPORA)
+                + ", or a path to a folder of MIDI files"
+            )
+        return Source("music21", name)
+    path = Path(source).expanduser()
+    if not path.is_dir():
+        raise DataError(
+            f"data.source = {source!r}: not a folder (expected a folder of .mid/.midi files "
+            f"or one of {', '.join('music21:' + n for n in MUSIC21_CORPORA)})"
+        )
+    return Source("folder", str(path.resolve()))
+
+
+def portable_path(path: Path) -> str:
+    """Relative to the working directory (the project root) when inside it, else absolute."""
+    try:
+        return Path(os.path.abspath(path)).relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return os.path.abspath(path)
+
+
+def sha1_file(path: str | Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# -- music21 corpora --------------------------------------------------------------------------
+
+
+def music21_files(name: str) -> list[Path]:
+    from music21 import corpus
+
+    directory, suffixes = MUSIC21_CORPORA[name]
+    files = [Path(p) for p in corpus.getComposer(directory) if Path(p).suffix.lower() in suffixes]
+    return sorted(files, key=lambda p: p.name)
+
+
+def _safe_stem(text: str) -> str:
+    keep = "".join(c if c.isalnum() or c in "._-" else "_" for c in text)
+    return keep.strip("._") or "piece"
+
+
+def export_music21_file(job: tuple[str, str, str]) -> list[tuple[str, str | None]]:
+    """Parse one corpus file (a score, or an opus of many) and write one MIDI per score.
+
+    Returns (rel_path, None) per written piece, or (source name, reason) per failure.
+    """
+    src, out_dir, corpus_name = job
+    from music21 import converter, stream
+    from music21.midi import translate
+
+    src_path = Path(src)
+    stem = _safe_stem(src_path.stem)
+    try:
+        parsed = converter.parse(src_path)
+    except Exception as exc:  # music21 raises many kinds; the reason is what matters
+        return [(src_path.name, f"music21 could not parse it: {type(exc).__name__}: {exc}"[:300])]
+    scores = list(parsed.scores) if isinstance(parsed, stream.Opus) else [parsed]
+    results: list[tuple[str, str | None]] = []
+    for i, score in enumerate(scores):
+        rel = f"{corpus_name}/{stem}.mid" if len(scores) == 1 else f"{corpus_name}/{stem}_{i:04d}.mid"
+        target = Path(out_dir) / rel
+        try:
+            mf = translate.streamToMidiFile(score)
+            data = mf.writestr()
+            if not data:
+                raise ValueError("empty MIDI")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            results.append((rel, None))
+        except Exception as exc:
+            results.append((f"{src_path.name}#{i}", f"MIDI export failed: {type(exc).__name__}: {exc}"[:300]))
+    return results
+
+
+def ingest_music21(name: str, out_dir: Path, max_pieces: int, workers: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    files = music21_files(name)
+    if max_pieces:
+        files = files[:max_pieces]  # for opus collections this caps files, trimmed to pieces below
+    midi_dir = out_dir / "midi"
+    jobs = [(str(f), str(midi_dir), name) for f in files]
+    rows, failed = [], []
+    for results in imap_progress(export_music21_file, jobs, workers, desc=f"export music21:{name}", unit="file"):
+        for rel, reason in results:
+            if reason is None:
+                rows.append(rel)
+            else:
+                failed.append((rel, reason))
+    rows.sort()
+    if max_pieces and len(rows) > max_pieces:
+        for rel in rows[max_pieces:]:
+            (midi_dir / rel).unlink()
+        rows = rows[:max_pieces]
+    manifest = pd.DataFrame({"rel_path": rows, "path": [portable_path(midi_dir / r) for r in rows]})
+    manifest["size"] = [(midi_dir / r).stat().st_size for r in rows]
+    manifest["sha1"] = [sha1_file(midi_dir / r) for r in rows]
+    return manifest, pd.DataFrame(failed, columns=["source", "reason"])
+
+
+# -- folders ----------------------------------------------------------------------------------
+
+
+def walk_midi_files(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """All .mid/.midi files under root (following symlinks, never looping); plus skipped entries."""
+    found: list[Path] = []
+    skipped: list[tuple[str, str]] = []
+    seen_dirs: set[str] = set()
+
+    def onerror(err: OSError) -> None:
+        skipped.append((str(err.filename), f"cannot read folder: {err.strerror}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True, onerror=onerror):
+        real = os.path.realpath(dirpath)
+        if real in seen_dirs:
+            skipped.append((os.path.relpath(dirpath, root), "symlink loop (folder already visited)"))
+            dirnames[:] = []
+            continue
+        seen_dirs.add(real)
+        dirnames.sort()
+        for fn in sorted(filenames):
+            if fn.lower().endswith(MIDI_SUFFIXES):
+                p = Path(dirpath) / fn
+                if p.is_file():
+                    found.append(p)
+                else:
+                    skipped.append((os.path.relpath(p, root), "not a regular file (broken link?)"))
+    return found, skipped
+
+
+def _hash_job(path: str) -> tuple[str, int, str] | tuple[str, None, str]:
+    try:
+        return path, os.path.getsize(path), sha1_file(path)
+    except OSError as exc:
+        return path, None, f"cannot read: {exc.strerror}"
+
+
+def find_metadata(root: Path) -> pd.DataFrame | None:
+    """A CSV at the folder's root with a midi_filename column (e.g. GMD's info.csv)."""
+    for csv in sorted(root.glob("*.csv")):
+        try:
+            df = pd.read_csv(csv)
+        except Exception:
+            continue
+        if "midi_filename" in df.columns:
+            df = df.rename(columns={"midi_filename": "rel_path"})
+            df["rel_path"] = df["rel_path"].astype(str).str.replace("\\", "/", regex=False)
+            return df.drop_duplicates("rel_path")
+    return None
+
+
+def ingest_folder(root: Path, max_pieces: int, workers: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    files, skipped = walk_midi_files(root)
+    if not files:
+        raise DataError(f"data.source = {str(root)!r}: no .mid or .midi files found in this folder")
+    files.sort(key=lambda p: p.relative_to(root).as_posix())
+    if max_pieces:
+        files = files[:max_pieces]
+    rows, failed = [], list(skipped)
+    for path, size, digest in imap_progress(_hash_job, [str(f) for f in files], workers, desc="scan", unit="file"):
+        rel = Path(path).relative_to(root).as_posix()
+        if size is None:
+            failed.append((rel, digest))
+        else:
+            rows.append((rel, path, size, digest))
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    meta = find_metadata(root)
+    if meta is not None:
+        extra = [c for c in meta.columns if c not in MANIFEST_COLUMNS]
+        manifest = manifest.merge(meta[["rel_path"] + extra], on="rel_path", how="left")
+    return manifest, pd.DataFrame(failed, columns=["source", "reason"])
+
+
+def ingest(source: str, out_dir: Path, max_pieces: int = 0, workers: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Materialise the source; return (manifest, failed). Writes nothing outside out_dir."""
+    src = parse_source(source)
+    if src.kind == "music21":
+        manifest, failed = ingest_music21(src.name, out_dir, max_pieces, workers)
+    else:
+        manifest, failed = ingest_folder(Path(src.name), max_pieces, workers)
+    if manifest.empty:
+        raise DataError(f"{src.describe()}: nothing could be ingested ({len(failed)} failures)")
+    return manifest, failed

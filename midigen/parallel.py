@@ -1,0 +1,50 @@
+"""Run a function over many inputs on all cores, in order, with a progress bar."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TypeVar
+
+from tqdm import tqdm
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def n_workers(requested: int) -> int:
+    """0 means one worker per available core."""
+    if requested > 0:
+        return requested
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", unit: str = "it") -> tqdm:
+    """A tqdm bar on stderr that stays quiet enough for logs when stderr is not a terminal."""
+    return tqdm(
+        iterable,
+        total=total,
+        desc=desc,
+        unit=unit,
+        file=sys.stderr,
+        mininterval=0.2 if sys.stderr.isatty() else 5.0,
+        dynamic_ncols=True,
+    )
+
+
+def imap_progress(
+    fn: Callable[[T], R], jobs: Sequence[T], workers: int = 0, desc: str = "", unit: str = "it"
+) -> Iterator[R]:
+    """Yield fn(job) for every job, in input order, using a process pool when it pays."""
+    workers = min(n_workers(workers), max(1, len(jobs)))
+    if workers == 1 or len(jobs) < 8:
+        yield from progress(map(fn, jobs), total=len(jobs), desc=desc, unit=unit)
+        return
+    chunksize = max(1, min(64, len(jobs) // (workers * 8)))
+    with mp.get_context("fork").Pool(workers) as pool:
+        yield from progress(pool.imap(fn, jobs, chunksize=chunksize), total=len(jobs), desc=desc, unit=unit)

@@ -1,0 +1,148 @@
+"""Load and validate params.yaml before any work starts.
+
+Every key the pipeline reads is declared in SCHEMA with its type and allowed values, so a
+typo or a bad value fails at once with one line naming the key, instead of deep inside a stage.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from midigen.errors import ParamsError
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What one key accepts: a type, an optional closed/open range or a set of choices."""
+
+    kind: type
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    choices: tuple[Any, ...] | None = None
+
+    def describe(self) -> str:
+        if self.choices is not None:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        name = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[self.kind]
+        parts = []
+        if self.lo is not None:
+            parts.append(f"{'>' if self.lo_open else '>='} {self.lo:g}")
+        if self.hi is not None:
+            parts.append(f"{'<' if self.hi_open else '<='} {self.hi:g}")
+        return name + (" " + " and ".join(parts) if parts else "")
+
+    def check(self, key: str, value: Any) -> Any:
+        ok_type = {
+            bool: lambda v: isinstance(v, bool),
+            int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+            float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+            str: lambda v: isinstance(v, str),
+        }[self.kind]
+        if not ok_type(value):
+            raise ParamsError(f"{key} = {value!r}: expected {self.describe()}")
+        if self.kind is float:
+            value = float(value)
+            if not math.isfinite(value):
+                raise ParamsError(f"{key} = {value!r}: expected a finite number")
+        if self.choices is not None and value not in self.choices:
+            raise ParamsError(f"{key} = {value!r}: expected {self.describe()}")
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            raise ParamsError(f"{key} = {value!r}: expected {self.describe()}")
+        if self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi):
+            raise ParamsError(f"{key} = {value!r}: expected {self.describe()}")
+        return value
+
+
+def _int(lo=None, hi=None) -> Spec:
+    return Spec(int, lo, hi)
+
+
+def _pos(hi=None, hi_open=False) -> Spec:
+    return Spec(float, 0, hi, lo_open=True, hi_open=hi_open)
+
+
+SCHEMA: dict[str, dict[str, Spec]] = {
+    "data": {
+        "source": Spec(str),
+        "watch": Spec(str),
+        "max_pieces": _int(0),
+        "workers": _int(0),
+    },
+    "preprocess": {
+        "representation": Spec(str, choices=("events",)),
+        "time_step": _pos(1.0),
+        "max_shift_steps": _int(1, 10000),
+        "velocity_bins": _int(0, 128),
+        "drums": Spec(str, choices=("drop", "keep")),
+        "pitch_min": _int(0, 127),
+        "pitch_max": _int(0, 127),
+        "max_file_mb": _pos(),
+        "max_notes": _int(1),
+        "max_duration_s": _pos(),
+    },
+    "split": {
+        "val_ratio": Spec(float, 0, 1, hi_open=True),
+        "test_ratio": Spec(float, 0, 1, hi_open=True),
+        "seed": _int(0),
+        "from_metadata": Spec(bool),
+    },
+}
+
+
+def validate(raw: Any, sections: tuple[str, ...] | None = None) -> dict[str, dict[str, Any]]:
+    """Check a params mapping against SCHEMA; return it with numbers normalised."""
+    if not isinstance(raw, dict):
+        raise ParamsError("params.yaml must be a mapping of sections (data:, preprocess:, ...)")
+    unknown = sorted(set(raw) - set(SCHEMA))
+    if unknown:
+        raise ParamsError(f"unknown section {unknown[0]!r}; known: {', '.join(SCHEMA)}")
+    out: dict[str, dict[str, Any]] = {}
+    for section, specs in SCHEMA.items():
+        if sections is not None and section not in sections:
+            continue
+        values = raw.get(section)
+        if not isinstance(values, dict):
+            raise ParamsError(f"section {section!r} is missing or not a mapping")
+        for key in values:
+            if key not in specs:
+                raise ParamsError(f"unknown key {section}.{key}; known: {', '.join(specs)}")
+        checked = {}
+        for key, spec in specs.items():
+            if key not in values:
+                raise ParamsError(f"missing key {section}.{key} ({spec.describe()})")
+            checked[key] = spec.check(f"{section}.{key}", values[key])
+        out[section] = checked
+    _cross_checks(out)
+    return out
+
+
+def _cross_checks(p: dict[str, dict[str, Any]]) -> None:
+    if "split" in p and p["split"]["val_ratio"] + p["split"]["test_ratio"] >= 1:
+        s = p["split"]
+        raise ParamsError(
+            f"split.val_ratio + split.test_ratio = {s['val_ratio'] + s['test_ratio']:g}: must be < 1"
+        )
+    if "preprocess" in p and p["preprocess"]["pitch_min"] > p["preprocess"]["pitch_max"]:
+        pp = p["preprocess"]
+        raise ParamsError(
+            f"preprocess.pitch_min = {pp['pitch_min']} is above preprocess.pitch_max = {pp['pitch_max']}"
+        )
+
+
+def load_params(path: str | Path = "params.yaml", sections: tuple[str, ...] | None = None) -> dict:
+    """Read and validate params.yaml (only `sections` when given)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: not found (run from the project root)") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML ({exc})".replace("\n", " ")) from None
+    return validate(raw, sections)

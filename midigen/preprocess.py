@@ -1,0 +1,87 @@
+"""Preprocess: MIDI files listed in the manifest -> token store, in parallel, never stopping
+on a bad file. Each rejected file is recorded with its reason."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from midigen import representations
+from midigen.errors import DataError, MidiError
+from midigen.midi_io import read_notes
+from midigen.parallel import imap_progress
+from midigen.store import write_store
+
+
+@functools.lru_cache(maxsize=4)
+def _representation(config_items: tuple) -> representations.Representation:
+    return representations.from_config(dict(config_items))
+
+
+def select_notes(notes: np.ndarray, drums: str) -> np.ndarray:
+    """Apply the drum policy: 'drop' removes drum-track notes, 'keep' keeps them as pitches."""
+    return notes[~notes["is_drum"]] if drums == "drop" else notes
+
+
+def tokenize_file(job: tuple[str, str], config_items: tuple, limits: dict[str, Any]) -> tuple[str, np.ndarray | None, dict]:
+    """One file -> (rel_path, ids, info) or (rel_path, None, {"reason": ...}). Never raises."""
+    rel_path, path = job
+    rep = _representation(config_items)
+    try:
+        size_mb = os.path.getsize(path) / 1e6
+        if size_mb > limits["max_file_mb"]:
+            raise MidiError(f"file is {size_mb:.1f} MB, over preprocess.max_file_mb = {limits['max_file_mb']:g}")
+        notes = read_notes(path, max_notes=limits["max_notes"])
+        if notes.shape[0] == 0:
+            raise MidiError("no notes")
+        notes = select_notes(notes, limits["drums"])
+        if notes.shape[0] == 0:
+            raise MidiError("only drum notes (preprocess.drums = drop)")
+        duration = float(notes["end_s"].max())
+        if duration > limits["max_duration_s"]:
+            raise MidiError(f"lasts {duration:.0f} s, over preprocess.max_duration_s = {limits['max_duration_s']:g}")
+        ids = rep.encode(notes)
+        if ids.shape[0] <= 2:
+            raise MidiError("no notes inside preprocess.pitch_min..pitch_max")
+        return rel_path, ids, {"n_notes": int(notes.shape[0]), "duration_s": round(duration, 3)}
+    except MidiError as exc:
+        return rel_path, None, {"reason": str(exc).removeprefix(f"{path}: ")}
+    except OSError as exc:
+        return rel_path, None, {"reason": f"cannot read: {exc.strerror or exc}"}
+    except Exception as exc:  # a parser bug on a hostile file must not stop the corpus
+        return rel_path, None, {"reason": f"unexpected {type(exc).__name__}: {exc}"[:300]}
+
+
+def preprocess(manifest: pd.DataFrame, params: dict[str, Any], out_dir: Path, workers: int = 0) -> tuple[pd.DataFrame, list[dict]]:
+    """Tokenize every manifest row into a store at out_dir; return (index, rejected)."""
+    rep = representations.from_params(params)
+    config_items = tuple(sorted(rep.config().items()))
+    limits = {k: params[k] for k in ("max_file_mb", "max_notes", "max_duration_s", "drums")}
+    meta_cols = [c for c in manifest.columns if c not in ("rel_path", "path", "size")]
+    meta = manifest.set_index("rel_path")[meta_cols]
+    jobs = list(zip(manifest["rel_path"], manifest["path"]))
+    fn = functools.partial(tokenize_file, config_items=config_items, limits=limits)
+    rejected: list[dict] = []
+
+    def pieces() -> Iterator[tuple[dict, np.ndarray]]:
+        for rel_path, ids, info in imap_progress(fn, jobs, workers, desc="tokenize", unit="file"):
+            if ids is None:
+                rejected.append({"rel_path": rel_path, **info})
+                continue
+            row = {"rel_path": rel_path, **info, **meta.loc[rel_path].to_dict()}
+            yield row, ids
+
+    index = write_store(out_dir, pieces(), rejected, rep)
+    if index.empty:
+        reasons = pd.Series([r["reason"] for r in rejected]).value_counts().head(3)
+        raise DataError(
+            f"no usable piece among {len(jobs)} files; most common reasons: "
+            + "; ".join(f"{r} ({n})" for r, n in reasons.items())
+        )
+    return index, rejected

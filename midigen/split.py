@@ -1,0 +1,54 @@
+"""Assign pieces to train/val/test so that a piece never moves when others come or go.
+
+Each piece's split follows from a hash of (seed, relative path) alone, so adding files to a
+collection cannot leak a test piece into training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+
+SPLITS = ("train", "val", "test")
+_METADATA_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+
+
+def unit_hash(seed: int, key: str) -> float:
+    """A number in [0, 1) that depends only on seed and key."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def assign_splits(rel_paths: list[str], val_ratio: float, test_ratio: float, seed: int) -> np.ndarray:
+    """Split name per path. Tiny corpora (3+ pieces) always get one val and one test piece."""
+    u = np.array([unit_hash(seed, p) for p in rel_paths])
+    out = np.where(u < test_ratio, "test", np.where(u < test_ratio + val_ratio, "val", "train")).astype(object)
+    if len(rel_paths) >= 3:
+        for name, ratio in (("test", test_ratio), ("val", val_ratio)):
+            if ratio > 0 and not (out == name).any():
+                train_idx = np.flatnonzero(out == "train")
+                out[train_idx[np.argmin(u[train_idx])]] = name
+    return out
+
+
+def metadata_splits(values: pd.Series) -> np.ndarray | None:
+    """Map a metadata split column (GMD: train/validation/test) to ours; None if unusable."""
+    mapped = values.astype(str).str.strip().str.lower().map(_METADATA_NAMES)
+    if mapped.isna().any():
+        return None
+    return mapped.to_numpy(dtype=object)
+
+
+def make_split(index: pd.DataFrame, val_ratio: float, test_ratio: float, seed: int, from_metadata: bool) -> tuple[pd.DataFrame, str]:
+    """(table of rel_path -> split, a word on where the split came from)."""
+    split = None
+    how = f"hash of path (seed {seed})"
+    if from_metadata and "split" in index.columns:
+        split = metadata_splits(index["split"])
+        if split is not None:
+            how = "metadata split column"
+    if split is None:
+        split = assign_splits(index["rel_path"].tolist(), val_ratio, test_ratio, seed)
+    return pd.DataFrame({"rel_path": index["rel_path"], "split": split}), how

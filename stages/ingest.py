@@ -1,0 +1,35 @@
+"""Stage ingest: data.source -> data/raw/ (MIDI files or a manifest of a folder's files)."""
+
+import shutil
+import sys
+from pathlib import Path
+
+from midigen.errors import run_main
+from midigen.ingest import ingest, parse_source
+from midigen.params import load_params
+
+OUT = Path("data/raw")
+
+
+def main() -> None:
+    p = load_params(sections=("data",))["data"]
+    src = parse_source(p["source"])
+    watch = Path(p["watch"]).resolve()
+    if src.kind == "folder" and not Path(src.name).is_relative_to(watch):
+        print(
+            f"warning: DVC watches data.watch = {p['watch']!r}, not {src.name}; "
+            f"set data.watch to that folder too, or DVC will not notice when its files change",
+            file=sys.stderr,
+        )
+    shutil.rmtree(OUT, ignore_errors=True)
+    OUT.mkdir(parents=True)
+    manifest, failed = ingest(p["source"], OUT, p["max_pieces"], p["workers"])
+    manifest.to_csv(OUT / "manifest.csv", index=False)
+    failed.to_csv(OUT / "failed.csv", index=False)
+    print(f"ingest: {len(manifest)} MIDI files from {src.describe()}, {len(failed)} failed (see {OUT}/failed.csv)")
+    for row in failed.head(10).itertuples():
+        print(f"  failed: {row.source}: {row.reason}")
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

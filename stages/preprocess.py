@@ -1,0 +1,41 @@
+"""Stage preprocess: data/raw/manifest.csv -> data/tokens/ (token store) + metrics/data.json."""
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from midigen.errors import DataError, run_main
+from midigen.jsonio import write_json
+from midigen.params import load_params
+from midigen.preprocess import preprocess
+
+OUT = Path("data/tokens")
+
+
+def main() -> None:
+    params = load_params(sections=("data", "preprocess"))
+    manifest_path = Path("data/raw/manifest.csv")
+    if not manifest_path.exists():
+        raise DataError(f"{manifest_path}: missing (run the ingest stage first: dvc repro ingest)")
+    manifest = pd.read_csv(manifest_path, keep_default_na=False, na_values=[""])
+    index, rejected = preprocess(manifest, params["preprocess"], OUT, params["data"]["workers"])
+    hours = index["duration_s"].sum() / 3600
+    summary = {
+        "pieces": len(index),
+        "rejected": len(rejected),
+        "tokens": int(index["length"].sum()),
+        "notes": int(index["n_notes"].sum()),
+        "hours": round(float(hours), 3),
+    }
+    write_json("metrics/data.json", summary)
+    print(
+        f"preprocess: kept {summary['pieces']} pieces ({summary['tokens']:,} tokens, {hours:.1f} h), "
+        f"rejected {summary['rejected']} (see {OUT}/rejected.csv)"
+    )
+    for row in rejected[:10]:
+        print(f"  rejected: {row['rel_path']}: {row['reason']}")
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
