@@ -71,6 +71,8 @@ def read_notes(path: str | Path, max_notes: int | None = None) -> np.ndarray:
         score = Score(str(path), ttype="tick")
     except MidiError:
         raise
+    except OSError as exc:
+        raise MidiError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except Exception as exc:  # symusic raises RuntimeError/ValueError with a parser message
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MidiError(f"{path}: not a readable MIDI file ({msg})") from None
