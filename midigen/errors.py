@@ -18,6 +18,11 @@ class ParamsError(MidigenError):
 class MidiError(MidigenError):
     """A MIDI file that cannot be read or holds nothing usable."""
 
+    def __init__(self, path: object, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
 
 class DataError(MidigenError):
     """A dataset, store or split that is missing or unusable."""

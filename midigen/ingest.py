@@ -83,8 +83,16 @@ def music21_files(name: str) -> list[Path]:
     from music21 import corpus
 
     directory, suffixes = MUSIC21_CORPORA[name]
-    files = [Path(p) for p in corpus.getComposer(directory) if Path(p).suffix.lower() in suffixes]
-    return sorted(files, key=lambda p: p.name)
+    by_stem: dict[str, Path] = {}
+    # some pieces ship in two formats (bwv281.krn and bwv281.mxl): keep the preferred one
+    for p in sorted((Path(p) for p in corpus.getComposer(directory)), key=lambda p: p.name):
+        suffix = p.suffix.lower()
+        if suffix not in suffixes:
+            continue
+        stem = _safe_stem(p.stem)
+        if stem not in by_stem or suffixes.index(suffix) < suffixes.index(by_stem[stem].suffix.lower()):
+            by_stem[stem] = p
+    return [by_stem[s] for s in sorted(by_stem)]
 
 
 def _safe_stem(text: str) -> str:

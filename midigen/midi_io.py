@@ -67,42 +67,45 @@ def read_notes(path: str | Path, max_notes: int | None = None) -> np.ndarray:
     path = Path(path)
     try:
         if path.stat().st_size == 0:
-            raise MidiError(f"{path}: empty file")
+            raise MidiError(path, "empty file")
         score = Score(str(path), ttype="tick")
     except MidiError:
         raise
     except OSError as exc:
-        raise MidiError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        raise MidiError(path, f"cannot read ({exc.strerror or exc})") from None
     except Exception as exc:  # symusic raises RuntimeError/ValueError with a parser message
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MidiError(f"{path}: not a readable MIDI file ({msg})") from None
+        raise MidiError(path, f"not a readable MIDI file ({msg})") from None
     tpq = score.ticks_per_quarter
     if tpq <= 0:
-        raise MidiError(f"{path}: invalid ticks-per-quarter {tpq}")
+        raise MidiError(path, f"invalid ticks-per-quarter {tpq}")
     tempos = score.tempos.numpy()
-    parts = []
+    cols, meta = [], []
     total = 0
     for track in score.tracks:
-        cols = track.notes.numpy()
-        n = cols["time"].shape[0]
+        c = track.notes.numpy()
+        n = c["time"].shape[0]
         if n == 0:
             continue
         total += n
         if max_notes is not None and total > max_notes:
-            raise MidiError(f"{path}: more than {max_notes} notes (preprocess.max_notes)")
-        start_t = cols["time"].astype(np.int64)
-        end_t = start_t + cols["duration"].astype(np.int64)
-        notes = np.zeros(n, dtype=NOTE_DTYPE)
-        notes["start_s"] = ticks_to_seconds(start_t, tempos["time"], tempos["mspq"], tpq)
-        notes["end_s"] = ticks_to_seconds(end_t, tempos["time"], tempos["mspq"], tpq)
-        notes["pitch"] = cols["pitch"].astype(np.int16) & 0x7F
-        notes["velocity"] = cols["velocity"].astype(np.int16) & 0x7F
-        notes["program"] = track.program
-        notes["is_drum"] = track.is_drum
-        parts.append(notes)
-    if not parts:
+            raise MidiError(path, f"more than {max_notes} notes (preprocess.max_notes)")
+        cols.append(c)
+        meta.append((n, track.program, track.is_drum))
+    if not cols:
         return empty_notes()
-    notes = np.concatenate(parts)
+    start_t = np.concatenate([c["time"] for c in cols]).astype(np.int64)
+    end_t = start_t + np.concatenate([c["duration"] for c in cols]).astype(np.int64)
+    # one tempo-map lookup for onsets and offsets of all tracks together
+    secs = ticks_to_seconds(np.concatenate([start_t, end_t]), tempos["time"], tempos["mspq"], tpq)
+    notes = np.zeros(total, dtype=NOTE_DTYPE)
+    notes["start_s"] = secs[:total]
+    notes["end_s"] = secs[total:]
+    notes["pitch"] = np.concatenate([c["pitch"] for c in cols]).astype(np.int16) & 0x7F
+    notes["velocity"] = np.concatenate([c["velocity"] for c in cols]).astype(np.int16) & 0x7F
+    counts = [m[0] for m in meta]
+    notes["program"] = np.repeat([m[1] for m in meta], counts)
+    notes["is_drum"] = np.repeat([m[2] for m in meta], counts)
     return notes[np.lexsort((notes["pitch"], notes["start_s"]))]
 
 

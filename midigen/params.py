@@ -93,6 +93,39 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "seed": _int(0),
         "from_metadata": Spec(bool),
     },
+    "model": {
+        "kind": Spec(str, choices=("lstm",)),
+        "emb_dim": _int(1),
+        "hidden_dim": _int(1),
+        "num_layers": _int(1, 8),
+        "dropout": Spec(float, 0, 1, hi_open=True),
+    },
+    "train": {
+        "epochs": _int(1),
+        "batch_size": _int(1),
+        "seq_len": _int(2),
+        "lr": _pos(1.0),
+        "weight_decay": Spec(float, 0),
+        "grad_clip": _pos(),
+        "schedule": Spec(str, choices=("cosine", "constant")),
+        "warmup_steps": _int(0),
+        "transpose": _int(0, 12),
+        "seed": _int(0),
+        "device": Spec(str, choices=("auto", "cpu", "cuda")),
+        "threads": _int(0),
+    },
+    "generate": {
+        "num_files": _int(1, 1024),
+        "max_steps": _int(1),
+        "temperature": _pos(10.0),
+        "top_k": _int(0),
+        "top_p": _pos(1.0),
+        "seed": _int(0),
+    },
+    "evaluate": {
+        "ngram": _int(1, 64),
+        "max_test_pieces": _int(1),
+    },
 }
 
 

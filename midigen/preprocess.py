@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from midigen import representations
 from midigen.errors import DataError, MidiError
@@ -36,36 +37,42 @@ def tokenize_file(job: tuple[str, str], config_items: tuple, limits: dict[str, A
     try:
         size_mb = os.path.getsize(path) / 1e6
         if size_mb > limits["max_file_mb"]:
-            raise MidiError(f"file is {size_mb:.1f} MB, over preprocess.max_file_mb = {limits['max_file_mb']:g}")
+            raise MidiError(path, f"file is {size_mb:.1f} MB, over preprocess.max_file_mb = {limits['max_file_mb']:g}")
         notes = read_notes(path, max_notes=limits["max_notes"])
         if notes.shape[0] == 0:
-            raise MidiError("no notes")
+            raise MidiError(path, "no notes")
         notes = select_notes(notes, limits["drums"])
         if notes.shape[0] == 0:
-            raise MidiError("only drum notes (preprocess.drums = drop)")
+            raise MidiError(path, "only drum notes (preprocess.drums = drop)")
         duration = float(notes["end_s"].max())
         if duration > limits["max_duration_s"]:
-            raise MidiError(f"lasts {duration:.0f} s, over preprocess.max_duration_s = {limits['max_duration_s']:g}")
+            raise MidiError(path, f"lasts {duration:.0f} s, over preprocess.max_duration_s = {limits['max_duration_s']:g}")
         ids = rep.encode(notes)
         if ids.shape[0] <= 2:
-            raise MidiError("no notes inside preprocess.pitch_min..pitch_max")
+            raise MidiError(path, "no notes inside preprocess.pitch_min..pitch_max")
         return rel_path, ids, {"n_notes": int(notes.shape[0]), "duration_s": round(duration, 3)}
     except MidiError as exc:
-        return rel_path, None, {"reason": str(exc).removeprefix(f"{path}: ")}
+        return rel_path, None, {"reason": exc.reason}
     except OSError as exc:
         return rel_path, None, {"reason": f"cannot read: {exc.strerror or exc}"}
     except Exception as exc:  # a parser bug on a hostile file must not stop the corpus
         return rel_path, None, {"reason": f"unexpected {type(exc).__name__}: {exc}"[:300]}
 
 
-def preprocess(manifest: pd.DataFrame, params: dict[str, Any], out_dir: Path, workers: int = 0) -> tuple[pd.DataFrame, list[dict]]:
-    """Tokenize every manifest row into a store at out_dir; return (index, rejected)."""
+def preprocess(manifest: list[dict], params: dict[str, Any], out_dir: Path, workers: int = 0) -> tuple[list[dict], list[dict]]:
+    """Tokenize every manifest row (dicts with rel_path, path, ...) into a store at out_dir.
+
+    Returns (index rows, rejected rows)."""
     rep = representations.from_params(params)
     config_items = tuple(sorted(rep.config().items()))
     limits = {k: params[k] for k in ("max_file_mb", "max_notes", "max_duration_s", "drums")}
-    meta_cols = [c for c in manifest.columns if c not in ("rel_path", "path", "size")]
-    meta = manifest.set_index("rel_path")[meta_cols]
-    jobs = list(zip(manifest["rel_path"], manifest["path"]))
+    meta = {}
+    for row in manifest:  # first row wins if a path is listed twice
+        meta.setdefault(row["rel_path"], {k: v for k, v in row.items() if k not in ("rel_path", "path", "size")})
+    paths = {}
+    for row in manifest:
+        paths.setdefault(row["rel_path"], row["path"])
+    jobs = list(paths.items())
     fn = functools.partial(tokenize_file, config_items=config_items, limits=limits)
     rejected: list[dict] = []
 
@@ -74,14 +81,15 @@ def preprocess(manifest: pd.DataFrame, params: dict[str, Any], out_dir: Path, wo
             if ids is None:
                 rejected.append({"rel_path": rel_path, **info})
                 continue
-            row = {"rel_path": rel_path, **info, **meta.loc[rel_path].to_dict()}
+            row = {"rel_path": rel_path, **info, **meta[rel_path]}
             yield row, ids
 
     index = write_store(out_dir, pieces(), rejected, rep)
-    if index.empty:
-        reasons = pd.Series([r["reason"] for r in rejected]).value_counts().head(3)
+    if not index:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        reasons = Counter(r["reason"] for r in rejected).most_common(3)
         raise DataError(
             f"no usable piece among {len(jobs)} files; most common reasons: "
-            + "; ".join(f"{r} ({n})" for r, n in reasons.items())
+            + "; ".join(f"{r} ({n})" for r, n in reasons)
         )
     return index, rejected

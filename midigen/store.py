@@ -16,11 +16,16 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 
 from midigen import representations
 from midigen.errors import DataError
+from midigen.table import write_rows
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TOKEN_DTYPE = np.dtype("<u2")
 
@@ -30,8 +35,8 @@ def write_store(
     pieces: Iterable[tuple[dict, np.ndarray]],
     rejected: list[dict],
     rep: representations.Representation,
-) -> pd.DataFrame:
-    """Stream (index row, ids) pairs into a store; return the index."""
+) -> list[dict]:
+    """Stream (index row, ids) pairs into a store; return the index rows."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     offset = 0
@@ -43,17 +48,20 @@ def write_store(
             rows.append({**row, "offset": offset, "length": int(ids.shape[0])})
             offset += int(ids.shape[0])
     os.replace(tmp, out_dir / "tokens.bin")
-    index = pd.DataFrame(rows)
-    index.to_csv(out_dir / "index.csv", index=False)
-    pd.DataFrame(rejected, columns=["rel_path", "reason"]).to_csv(out_dir / "rejected.csv", index=False)
+    lead = ["rel_path", "offset", "length", "n_notes", "duration_s"]
+    columns = lead + [k for k in dict.fromkeys(k for r in rows for k in r) if k not in lead]
+    write_rows(out_dir / "index.csv", rows, columns)
+    write_rows(out_dir / "rejected.csv", rejected, ["rel_path", "reason"])
     rep.save_vocab(out_dir / "vocab.json")
-    return index
+    return rows
 
 
 class TokenStore:
     """Read access to a store folder written by write_store."""
 
     def __init__(self, path: str | Path):
+        import pandas as pd
+
         self.path = Path(path)
         for name in ("tokens.bin", "index.csv", "vocab.json"):
             if not (self.path / name).exists():
@@ -75,4 +83,6 @@ class TokenStore:
 
     @property
     def rejected(self) -> pd.DataFrame:
+        import pandas as pd
+
         return pd.read_csv(self.path / "rejected.csv")

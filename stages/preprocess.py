@@ -3,12 +3,11 @@
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 from midigen.errors import DataError, run_main
 from midigen.jsonio import write_json
 from midigen.params import load_params
 from midigen.preprocess import preprocess
+from midigen.table import read_rows
 
 OUT = Path("data/tokens")
 
@@ -18,14 +17,14 @@ def main() -> None:
     manifest_path = Path("data/raw/manifest.csv")
     if not manifest_path.exists():
         raise DataError(f"{manifest_path}: missing (run the ingest stage first: dvc repro ingest)")
-    manifest = pd.read_csv(manifest_path, keep_default_na=False, na_values=[""])
+    manifest = read_rows(manifest_path)
     index, rejected = preprocess(manifest, params["preprocess"], OUT, params["data"]["workers"])
-    hours = index["duration_s"].sum() / 3600
+    hours = sum(r["duration_s"] for r in index) / 3600
     summary = {
         "pieces": len(index),
         "rejected": len(rejected),
-        "tokens": int(index["length"].sum()),
-        "notes": int(index["n_notes"].sum()),
+        "tokens": sum(r["length"] for r in index),
+        "notes": sum(r["n_notes"] for r in index),
         "hours": round(float(hours), 3),
     }
     write_json("metrics/data.json", summary)

@@ -1,0 +1,44 @@
+"""What the train/generate/evaluate stages share: loading the data splits a model sees."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from midigen.errors import DataError
+from midigen.store import TokenStore
+from midigen.windows import split_tokens
+
+STORE = Path("data/tokens")
+SPLIT = Path("data/split.csv")
+
+
+@dataclass
+class SplitData:
+    store: TokenStore
+    split: pd.DataFrame
+
+    def stream(self, name: str) -> np.ndarray:
+        return split_tokens(self.store, self.split, name)
+
+    def pieces(self, name: str) -> pd.DataFrame:
+        names = self.split.set_index("rel_path")["split"]
+        return self.store.index[self.store.index["rel_path"].map(names).eq(name)]
+
+    def fingerprint(self) -> str:
+        """sha1 of the ids and split assignment the model is trained and judged on."""
+        h = hashlib.sha1()
+        h.update(np.ascontiguousarray(self.store.tokens).tobytes())
+        h.update(self.split.to_csv(index=False).encode())
+        h.update(str(self.store.representation.config()).encode())
+        return h.hexdigest()[:16]
+
+
+def load_split_data(store: Path = STORE, split: Path = SPLIT) -> SplitData:
+    if not split.exists():
+        raise DataError(f"{split}: missing (run the split stage first: dvc repro split)")
+    return SplitData(TokenStore(store), pd.read_csv(split))

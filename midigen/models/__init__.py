@@ -1,0 +1,63 @@
+"""Models and their self-describing checkpoints."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from midigen.errors import DataError
+from midigen.models.lstm import LSTMLM, LSTMConfig
+
+__all__ = ["LSTMLM", "LSTMConfig", "build_model", "save_checkpoint", "load_checkpoint", "model_from_checkpoint"]
+
+
+def build_model(model_params: dict[str, Any], vocab_size: int) -> torch.nn.Module:
+    kind = model_params["kind"]
+    if kind == "lstm":
+        return LSTMLM(
+            LSTMConfig(
+                vocab_size=vocab_size,
+                emb_dim=model_params["emb_dim"],
+                hidden_dim=model_params["hidden_dim"],
+                num_layers=model_params["num_layers"],
+                dropout=model_params["dropout"],
+            )
+        )
+    raise DataError(f"model.kind = {kind!r}: not available")
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """torch.save to a temporary file, then rename: a crash never leaves half a checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load with weights_only=True: a checkpoint can hold tensors and plain data, never code."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: checkpoint not found (run the train stage first: dvc repro train)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable midigen checkpoint ({type(exc).__name__}: {exc})"[:300]) from None
+    if not isinstance(ckpt, dict) or "model_state" not in ckpt or "model" not in ckpt:
+        raise DataError(f"{path}: not a midigen checkpoint (missing model config or weights)")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict[str, Any]) -> torch.nn.Module:
+    kind = ckpt["model"]["kind"]
+    if kind == "lstm":
+        cfg = {k: v for k, v in ckpt["model"].items() if k != "kind"}
+        model = LSTMLM(LSTMConfig(**cfg))
+    else:
+        raise DataError(f"checkpoint model kind {kind!r} is not supported by this version")
+    model.load_state_dict(ckpt["model_state"])
+    return model

@@ -1,0 +1,244 @@
+"""Training loop for the next-token models: AdamW, warm-up + cosine LR, clipping, best/last
+checkpoints, resumable, deterministic on CPU."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from midigen.models import build_model, load_checkpoint, save_checkpoint
+from midigen.parallel import progress
+from midigen.representations import PAD, Representation
+from midigen.windows import WindowSampler, eval_windows
+
+
+def pick_device(name: str) -> torch.device:
+    from midigen.errors import ParamsError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ParamsError("train.device = 'cuda' but no CUDA device is available (use auto or cpu)")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def perplexity(loss: float) -> float:
+    return float(math.exp(min(loss, 50.0)))
+
+
+def lr_at(step: int, total: int, base_lr: float, warmup: int, schedule: str) -> float:
+    if warmup and step < warmup:
+        return base_lr * (step + 1) / warmup
+    if schedule == "cosine":
+        progress_frac = (step - warmup) / max(1, total - warmup)
+        return base_lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress_frac))))
+    return base_lr
+
+
+def fingerprint(obj: Any) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@torch.no_grad()
+def evaluate_loss(model: nn.Module, stream: np.ndarray, seq_len: int, batch_size: int, device: torch.device) -> float:
+    """Mean cross-entropy (nats/token) over every position of a stream, <PAD> targets ignored."""
+    model.eval()
+    total, count = 0.0, 0
+    for x, y in eval_windows(stream, seq_len, batch_size):
+        x, y = x.to(device), y.to(device)
+        with autocast(device):
+            logits, _ = model(x)
+        loss = nn.functional.cross_entropy(
+            logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=PAD, reduction="sum"
+        )
+        total += float(loss)
+        count += int((y != PAD).sum())
+    return total / max(1, count)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; a no-op on CPU (where fp32 is both faster and exact)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+@dataclass
+class History:
+    rows: list[dict] = field(default_factory=list)
+
+    def best(self) -> dict:
+        return min(self.rows, key=lambda r: r["val_loss"])
+
+
+@dataclass
+class TrainResult:
+    history: History
+    best_path: Path
+    tokens_per_s: float
+    wall_s: float
+    device: str
+    resumed_from_epoch: int
+
+
+def train_model(
+    rep: Representation,
+    train_stream: np.ndarray,
+    val_stream: np.ndarray,
+    params: dict[str, Any],
+    out_dir: Path,
+    data_fingerprint: str,
+    on_epoch: Callable[[dict], None] | None = None,
+    time_budget_s: float | None = None,
+) -> TrainResult:
+    """Train params["model"] on the streams; write out_dir/best.pt and out_dir/last.pt."""
+    tp, mp = params["train"], params["model"]
+    seed_everything(tp["seed"])
+    if tp["threads"]:
+        torch.set_num_threads(tp["threads"])
+    device = pick_device(tp["device"])
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+    run_fp = fingerprint({"train": tp, "model": mp, "data": data_fingerprint, "rep": rep.config()})
+
+    model = build_model(mp, len(rep.vocab)).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tp["lr"], weight_decay=tp["weight_decay"])
+    sampler = WindowSampler(train_stream, tp["seq_len"], tp["batch_size"], tp["seed"], tp["transpose"], rep)
+    steps_per_epoch = sampler.batches_per_epoch()
+    total_steps = steps_per_epoch * tp["epochs"]
+    warmup = min(tp["warmup_steps"], total_steps // 2)
+
+    history = History()
+    start_epoch = 0
+    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    best_val = float("inf")
+    resumed = _try_resume(last_path, run_fp, model, optimizer, sampler, history, tp["epochs"])
+    if resumed:
+        start_epoch = resumed
+        best_val = history.best()["val_loss"]
+
+    def payload(epoch: int, with_optimizer: bool) -> dict:
+        ckpt = {
+            "format": 1,
+            "model": {"kind": mp["kind"], **model.config_dict()},
+            "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "representation": rep.config(),
+            "vocab": rep.vocab,
+            "epoch": epoch,
+            "history": history.rows,
+            "run_fingerprint": run_fp,
+            "data_fingerprint": data_fingerprint,
+        }
+        if with_optimizer:
+            ckpt["optimizer_state"] = optimizer.state_dict()
+            ckpt["sampler_state"] = json.dumps(sampler.get_state())
+            ckpt["torch_rng"] = torch.get_rng_state()
+        return ckpt
+
+    t0 = time.perf_counter()
+    trained_tokens, train_time = 0, 0.0
+    step = start_epoch * steps_per_epoch
+    for epoch in range(start_epoch + 1, tp["epochs"] + 1):
+        model.train()
+        bar = progress(range(steps_per_epoch), desc=f"epoch {epoch}/{tp['epochs']}", unit="batch")
+        ep_loss, ep_tokens, ep_t0 = 0.0, 0, time.perf_counter()
+        for _ in bar:
+            lr = lr_at(step, total_steps, tp["lr"], warmup, tp["schedule"])
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            x, y = sampler.batch()
+            x, y = x.to(device), y.to(device)
+            with autocast(device):
+                logits, _ = model(x)
+            loss = nn.functional.cross_entropy(
+                logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=PAD
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), tp["grad_clip"])
+            optimizer.step()
+            step += 1
+            n_tok = int((y != PAD).sum())
+            ep_loss += float(loss) * n_tok
+            ep_tokens += n_tok
+            elapsed = time.perf_counter() - ep_t0
+            bar.set_postfix(loss=f"{ep_loss / ep_tokens:.3f}", tok_s=f"{ep_tokens / max(elapsed, 1e-9):,.0f}", lr=f"{lr:.2e}")
+            if time_budget_s is not None and train_time + elapsed > time_budget_s:
+                break
+        bar.close()
+        ep_time = time.perf_counter() - ep_t0
+        train_time += ep_time
+        trained_tokens += ep_tokens
+        train_loss = ep_loss / max(1, ep_tokens)
+        val_loss = evaluate_loss(model, val_stream, tp["seq_len"], tp["batch_size"] * 2, device)
+        row = {
+            "epoch": epoch,
+            "train_loss": round(train_loss, 5),
+            "val_loss": round(val_loss, 5),
+            "train_perplexity": round(perplexity(train_loss), 4),
+            "val_perplexity": round(perplexity(val_loss), 4),
+            "tokens_per_s": round(ep_tokens / max(ep_time, 1e-9), 1),
+            "lr": lr,
+        }
+        history.rows.append(row)
+        improved = val_loss < best_val
+        if improved:
+            best_val = val_loss
+            save_checkpoint(best_path, payload(epoch, with_optimizer=False))
+        save_checkpoint(last_path, payload(epoch, with_optimizer=True))
+        print(
+            f"epoch {epoch}: train {train_loss:.4f} (ppl {row['train_perplexity']:.2f})  "
+            f"val {val_loss:.4f} (ppl {row['val_perplexity']:.2f}){'  *best' if improved else ''}"
+        )
+        if on_epoch:
+            on_epoch(row)
+        if time_budget_s is not None and train_time > time_budget_s:
+            break
+    if not best_path.exists():  # resumed after the last epoch had already finished
+        save_checkpoint(best_path, payload(history.best()["epoch"], with_optimizer=False))
+    return TrainResult(
+        history=history,
+        best_path=best_path,
+        tokens_per_s=trained_tokens / max(train_time, 1e-9),
+        wall_s=time.perf_counter() - t0,
+        device=str(device),
+        resumed_from_epoch=start_epoch,
+    )
+
+
+def _try_resume(path: Path, run_fp: str, model, optimizer, sampler, history: History, epochs: int) -> int:
+    """Restore from last.pt when it belongs to this very run and is unfinished; return its epoch."""
+    if not path.exists():
+        return 0
+    try:
+        ckpt = load_checkpoint(path)
+    except Exception as exc:
+        print(f"warning: ignoring unreadable {path} ({exc}); starting from scratch")
+        return 0
+    if ckpt.get("run_fingerprint") != run_fp or "optimizer_state" not in ckpt or ckpt["epoch"] >= epochs:
+        return 0
+    model.load_state_dict(ckpt["model_state"])
+    optimizer.load_state_dict(ckpt["optimizer_state"])
+    sampler.set_state(json.loads(ckpt["sampler_state"]))
+    torch.set_rng_state(ckpt["torch_rng"])
+    history.rows.extend(ckpt["history"])
+    print(f"resuming from {path} after epoch {ckpt['epoch']}")
+    return int(ckpt["epoch"])
