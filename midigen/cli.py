@@ -1,4 +1,4 @@
-"""Command line: python -m midigen tokenize|detokenize ...
+"""Command line: python -m midigen tokenize|detokenize|sample ...
 
 Representation params come from params.yaml (the `preprocess` section) when it exists, and
 flags override them, so the CLI shows exactly what the pipeline would produce.
@@ -84,6 +84,27 @@ def cmd_detokenize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sample(args: argparse.Namespace) -> int:
+    from midigen.generate import sample_ids, write_pieces
+
+    for flag, value, spec in (
+        ("--num-files", args.num_files, SCHEMA["generate"]["num_files"]),
+        ("--max-steps", args.max_steps, SCHEMA["generate"]["max_steps"]),
+        ("--temperature", args.temperature, SCHEMA["generate"]["temperature"]),
+        ("--top-k", args.top_k, SCHEMA["generate"]["top_k"]),
+        ("--top-p", args.top_p, SCHEMA["generate"]["top_p"]),
+    ):
+        spec.check(flag, value)
+    seqs, rep = sample_ids(
+        args.checkpoint, args.num_files, args.max_steps, args.temperature, args.top_k, args.top_p,
+        args.seed, args.device, primer=args.primer, greedy=args.greedy,
+    )
+    paths = write_pieces(seqs, rep, args.out, clear=False)
+    for path, ids in zip(paths, seqs):
+        print(f"{path}  ({len(ids)} tokens)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m midigen", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -98,6 +119,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .mid file")
     _add_rep_flags(p)
     p.set_defaults(func=cmd_detokenize)
+
+    p = sub.add_parser("sample", help="generate new pieces from a checkpoint, all in one batch")
+    p.add_argument("--checkpoint", default="models/best.pt")
+    p.add_argument("--num-files", type=int, default=4)
+    p.add_argument("--max-steps", type=int, default=2000, help="new tokens per piece at most")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=40)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--greedy", action="store_true", help="always take the most likely token")
+    p.add_argument("--primer", help="a MIDI file to continue (its tokens are the prompt)")
+    p.add_argument("--out", required=True, help="output folder (sample_NN.mid and .txt)")
+    p.set_defaults(func=cmd_sample)
     return parser
 
 

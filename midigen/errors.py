@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable
 
@@ -28,8 +29,20 @@ class DataError(MidigenError):
     """A dataset, store or split that is missing or unusable."""
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def run_main(main: Callable[[], int | None]) -> int:
-    """Run an entry point, turning user errors and Ctrl-C into one line and an exit code."""
+    """Run an entry point, turning user errors and Ctrl-C into one line and an exit code.
+
+    SIGTERM (what `kill` and job runners send) is treated like Ctrl-C, so cleanup code runs:
+    an MLflow run ends as KILLED instead of staying "running" forever.
+    """
+    try:
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+    except ValueError:  # not the main thread
+        pass
     try:
         return int(main() or 0)
     except MidigenError as exc:

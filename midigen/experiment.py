@@ -22,12 +22,22 @@ class SplitData:
     store: TokenStore
     split: pd.DataFrame
 
-    def stream(self, name: str) -> np.ndarray:
-        return split_tokens(self.store, self.split, name)
+    def available(self, name: str, fallbacks: tuple[str, ...] = ()) -> str:
+        """name if that split has pieces, else the first non-empty fallback (with a warning)."""
+        counts = self.split["split"].value_counts()
+        for candidate in (name, *fallbacks):
+            if counts.get(candidate, 0) > 0:
+                if candidate != name:
+                    print(f"warning: the {name} split is empty (tiny corpus?); using the {candidate} split instead")
+                return candidate
+        raise DataError(f"the {name} split is empty (data/split.csv); add pieces or raise split ratios")
 
-    def pieces(self, name: str) -> pd.DataFrame:
+    def stream(self, name: str, fallbacks: tuple[str, ...] = ()) -> np.ndarray:
+        return split_tokens(self.store, self.split, self.available(name, fallbacks))
+
+    def pieces(self, name: str, fallbacks: tuple[str, ...] = ()) -> pd.DataFrame:
         names = self.split.set_index("rel_path")["split"]
-        return self.store.index[self.store.index["rel_path"].map(names).eq(name)]
+        return self.store.index[self.store.index["rel_path"].map(names).eq(self.available(name, fallbacks))]
 
     def fingerprint(self) -> str:
         """sha1 of the ids and split assignment the model is trained and judged on."""

@@ -22,15 +22,14 @@ def unit_hash(seed: int, key: str) -> float:
 
 
 def assign_splits(rel_paths: list[str], val_ratio: float, test_ratio: float, seed: int) -> np.ndarray:
-    """Split name per path. Tiny corpora (3+ pieces) always get one val and one test piece."""
+    """Split name per path, from the path's hash alone.
+
+    A tiny corpus may end up with an empty val or test split; the stages that need one fall back
+    to another split with a warning rather than move pieces around (which would leak test pieces
+    into training as soon as the corpus grows).
+    """
     u = np.array([unit_hash(seed, p) for p in rel_paths])
-    out = np.where(u < test_ratio, "test", np.where(u < test_ratio + val_ratio, "val", "train")).astype(object)
-    if len(rel_paths) >= 3:
-        for name, ratio in (("test", test_ratio), ("val", val_ratio)):
-            if ratio > 0 and not (out == name).any():
-                train_idx = np.flatnonzero(out == "train")
-                out[train_idx[np.argmin(u[train_idx])]] = name
-    return out
+    return np.where(u < test_ratio, "test", np.where(u < test_ratio + val_ratio, "val", "train")).astype(object)
 
 
 def metadata_splits(values: pd.Series) -> np.ndarray | None:

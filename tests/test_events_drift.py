@@ -78,7 +78,9 @@ def test_midi_file_keeps_every_onset_within_half_a_step_for_thirty_minutes(long_
     inst = pretty_midi.Instrument(program=0)
     for n in long_piece:
         inst.notes.append(
-            pretty_midi.Note(velocity=int(n["velocity"]), pitch=int(n["pitch"]), start=float(n["start_s"]), end=float(n["end_s"]))
+            pretty_midi.Note(
+                velocity=int(n["velocity"]), pitch=int(n["pitch"]), start=float(n["start_s"]), end=float(n["end_s"])
+            )
         )
     pm.instruments.append(inst)
     path = tmp_path / "thirty_minutes.mid"

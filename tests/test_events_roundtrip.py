@@ -33,19 +33,25 @@ def chorale_notes(chorale_paths):
 def test_chorales_contain_unisons_and_out_of_range_notes_for_these_checks(chorale_notes):
     """Guards the fixture: the round-trip tests below exercise de-duplication and pitch dropping."""
     all_notes = np.concatenate(list(chorale_notes.values()))
-    keys = list(zip(all_notes["pitch"].tolist(), np.rint(all_notes["start_s"] / 0.05).tolist()))
+    keys = list(zip(all_notes["pitch"].tolist(), np.rint(all_notes["start_s"] / 0.05).tolist(), strict=True))
     assert len(set(keys)) < len(keys), "expected unison voices striking the same pitch at once"
     assert ((all_notes["pitch"] < 55) | (all_notes["pitch"] > 70)).any()
 
 
 @pytest.mark.parametrize("time_step,pitch_min,pitch_max,velocity_bins", CONFIGS)
-def test_round_trip_keeps_the_set_of_quantized_pitch_onsets(chorale_notes, time_step, pitch_min, pitch_max, velocity_bins):
+def test_round_trip_keeps_the_set_of_quantized_pitch_onsets(
+    chorale_notes, time_step, pitch_min, pitch_max, velocity_bins
+):
     rep = EventRepresentation(time_step, 100, velocity_bins, pitch_min, pitch_max)
     for name, notes in chorale_notes.items():
         kept = _in_range(notes, rep)
-        expected = set(zip(kept["pitch"].tolist(), np.rint(kept["start_s"] / time_step).astype(int).tolist()))
+        expected = set(
+            zip(kept["pitch"].tolist(), np.rint(kept["start_s"] / time_step).astype(int).tolist(), strict=True)
+        )
         decoded = rep.decode(rep.encode(notes))
-        got = list(zip(decoded["pitch"].tolist(), np.rint(decoded["start_s"] / time_step).astype(int).tolist()))
+        got = list(
+            zip(decoded["pitch"].tolist(), np.rint(decoded["start_s"] / time_step).astype(int).tolist(), strict=True)
+        )
         assert len(got) == len(set(got)), f"{name}: a pitch decoded twice at the same step"
         assert set(got) == expected, f"{name}: decoded (pitch, step) set differs from the quantized input"
         assert decoded["pitch"].min() >= pitch_min and decoded["pitch"].max() <= pitch_max

@@ -15,7 +15,7 @@ def tokens(rep, notes) -> list[str]:
 
 def notes_of(*rows, velocity=100):
     """rows of (pitch, start, end)."""
-    pitch, start, end = zip(*rows)
+    pitch, start, end = zip(*rows, strict=True)
     return make_notes(list(start), list(end), list(pitch), velocity=velocity)
 
 
@@ -31,7 +31,16 @@ def test_empty_notes_encode_to_bos_eos_only(rep):
 
 def test_simple_melody_encodes_to_the_expected_tokens(rep):
     got = tokens(rep, notes_of((60, 0.0, 0.5), (64, 0.5, 0.75)))
-    assert got == ["<BOS>", "NOTE_ON_60", "TIME_SHIFT_10", "NOTE_OFF_60", "NOTE_ON_64", "TIME_SHIFT_5", "NOTE_OFF_64", "<EOS>"]
+    assert got == [
+        "<BOS>",
+        "NOTE_ON_60",
+        "TIME_SHIFT_10",
+        "NOTE_OFF_60",
+        "NOTE_ON_64",
+        "TIME_SHIFT_5",
+        "NOTE_OFF_64",
+        "<EOS>",
+    ]
 
 
 @pytest.mark.parametrize("first,second", [(60, 64), (64, 60), (60, 60)])
@@ -54,7 +63,16 @@ def test_note_offs_precede_note_ons_for_chords_at_the_same_step(rep):
 def test_pitch_struck_again_while_sounding_is_closed_first(rep):
     notes = notes_of((60, 0.0, 1.0), (60, 0.5, 1.5))
     got = tokens(rep, notes)
-    assert got == ["<BOS>", "NOTE_ON_60", "TIME_SHIFT_10", "NOTE_OFF_60", "NOTE_ON_60", "TIME_SHIFT_20", "NOTE_OFF_60", "<EOS>"]
+    assert got == [
+        "<BOS>",
+        "NOTE_ON_60",
+        "TIME_SHIFT_10",
+        "NOTE_OFF_60",
+        "NOTE_ON_60",
+        "TIME_SHIFT_20",
+        "NOTE_OFF_60",
+        "<EOS>",
+    ]
     decoded = rep.decode(rep.encode(notes))
     assert decoded["start_s"].tolist() == pytest.approx([0.0, 0.5])
     assert decoded["end_s"].tolist() == pytest.approx([0.5, 1.5])
@@ -123,7 +141,9 @@ def test_time_shifts_never_exceed_max_shift_steps_and_add_up(max_shift):
 def test_velocity_tokens_appear_only_when_the_bin_changes():
     rep = EventRepresentation(0.05, 100, 32, 0, 127)
     # bins (v * 32 // 128): 100 -> 25, 101 -> 25, 40 -> 10, 41 -> 10, 127 -> 31
-    notes = make_notes([0.0, 0.5, 1.0, 1.5, 2.0], [0.4, 0.9, 1.4, 1.9, 2.4], [60, 61, 62, 63, 64], velocity=[100, 101, 40, 41, 127])
+    notes = make_notes(
+        [0.0, 0.5, 1.0, 1.5, 2.0], [0.4, 0.9, 1.4, 1.9, 2.4], [60, 61, 62, 63, 64], velocity=[100, 101, 40, 41, 127]
+    )
     got = tokens(rep, notes)
     vel = [t for t in got if t.startswith("VELOCITY_")]
     assert vel == ["VELOCITY_25", "VELOCITY_10", "VELOCITY_31"]
@@ -140,7 +160,7 @@ def test_chord_with_mixed_velocities_decodes_each_note_with_its_own_bin():
     rep = EventRepresentation(0.05, 100, 8, 0, 127)
     notes = make_notes([0.0, 0.0, 0.0, 0.5], [0.5, 0.5, 0.5, 1.0], [48, 55, 64, 60], velocity=[20, 90, 20, 127])
     decoded = rep.decode(rep.encode(notes))
-    by_pitch = {int(p): int(b) for p, b in zip(decoded["pitch"], rep.velocity_bin(decoded["velocity"]))}
+    by_pitch = {int(p): int(b) for p, b in zip(decoded["pitch"], rep.velocity_bin(decoded["velocity"]), strict=True)}
     assert by_pitch == {48: 1, 55: 5, 64: 1, 60: 7}
 
 
@@ -150,17 +170,9 @@ def test_no_velocity_tokens_without_velocity_bins(rep):
     assert not any(t.startswith("VELOCITY") for t in tokens(rep, notes))
 
 
-VELOCITY_BIN_BUG = (
-    "BUG: EventRepresentation.decode maps VELOCITY_b to int((b + 0.5) * 128 / velocity_bins), which for "
-    "58 of the allowed velocity_bins values (67..127, e.g. 67, 100, 127) lands below the bin, e.g. "
-    "velocity_bins=100: velocity 2 -> VELOCITY_1 -> decoded velocity 1 -> bin 0"
-)
-
-
 @pytest.mark.parametrize(
     "bins",
-    [1, 3, 16, 32, 64, 96, 128]
-    + [pytest.param(b, marks=pytest.mark.xfail(strict=True, reason=VELOCITY_BIN_BUG)) for b in (100, 127)],
+    [1, 3, 16, 32, 64, 67, 96, 100, 127, 128],
 )
 def test_decoded_velocity_falls_back_into_its_bin(bins):
     rep = EventRepresentation(0.05, 10, bins, 60, 60)
@@ -168,7 +180,9 @@ def test_decoded_velocity_falls_back_into_its_bin(bins):
         b = int(rep.velocity_bin(v))
         decoded = rep.decode(np.array([BOS, rep.token_to_id[f"VELOCITY_{b}"], rep.token_to_id["NOTE_ON_60"], EOS]))
         assert 1 <= decoded["velocity"][0] <= 127
-        assert int(rep.velocity_bin(decoded["velocity"][0])) == b, f"velocity {v} bin {b} came back as {decoded['velocity'][0]}"
+        assert int(rep.velocity_bin(decoded["velocity"][0])) == b, (
+            f"velocity {v} bin {b} came back as {decoded['velocity'][0]}"
+        )
 
 
 def test_specials_are_ids_zero_one_two():
@@ -194,7 +208,14 @@ def test_vocabulary_depends_on_params_only_never_on_data():
 def test_vocabulary_rebuilds_identically_from_config_and_from_params():
     rep = EventRepresentation(0.03, 50, 4, 30, 90)
     assert from_config(rep.config()).vocab == rep.vocab
-    params = {"representation": "events", "time_step": 0.03, "max_shift_steps": 50, "velocity_bins": 4, "pitch_min": 30, "pitch_max": 90}
+    params = {
+        "representation": "events",
+        "time_step": 0.03,
+        "max_shift_steps": 50,
+        "velocity_bins": 4,
+        "pitch_min": 30,
+        "pitch_max": 90,
+    }
     assert from_params(params).vocab == rep.vocab
     assert EventRepresentation(0.03, 51, 4, 30, 90).vocab != rep.vocab
 

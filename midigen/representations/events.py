@@ -102,6 +102,12 @@ class EventRepresentation(Representation):
     def velocity_bin(self, velocity: np.ndarray) -> np.ndarray:
         return np.minimum(np.asarray(velocity, dtype=np.int64) * self.velocity_bins // 128, self.velocity_bins - 1)
 
+    def bin_velocity(self, b: int) -> int:
+        """A velocity inside bin b (the middle of the integers that velocity_bin maps to b)."""
+        lo = max(1, -(-b * 128 // self.velocity_bins))
+        hi = -(-(b + 1) * 128 // self.velocity_bins) - 1
+        return (lo + max(lo, hi)) // 2
+
     def encode(self, notes: np.ndarray) -> np.ndarray:
         on, off, pitch, vel = self.quantize(notes)
         n = on.shape[0]
@@ -152,6 +158,7 @@ class EventRepresentation(Representation):
         t = 0
         velocity = DEFAULT_VELOCITY
         active: dict[int, tuple[int, int]] = {}
+        last_onset: dict[int, int] = {}
         rows: list[tuple[int, int, int, int]] = []
         started = False
         for raw in np.asarray(ids, dtype=np.int64).tolist():
@@ -172,13 +179,16 @@ class EventRepresentation(Representation):
                     if start == t:
                         continue  # struck twice at once: keep the first
                     rows.append((start, t, value, vel))
+                elif last_onset.get(value) == t:
+                    continue  # struck, released and struck again within one step: keep the first
                 active[value] = (t, velocity)
+                last_onset[value] = t
             elif kind == _OFF:
                 if value in active:
                     start, vel = active.pop(value)
                     rows.append((start, max(t, start + 1), value, vel))
             elif kind == _VEL:
-                velocity = int((value + 0.5) * 128 / self.velocity_bins)
+                velocity = self.bin_velocity(value)
         for pitch, (start, vel) in active.items():
             rows.append((start, max(start + 1, min(t, start + self.max_shift_steps)), pitch, vel))
         if not rows:

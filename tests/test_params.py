@@ -1,0 +1,160 @@
+"""params.yaml validation: every bad value fails at once with a ParamsError naming the key."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+from conftest import PROJECT_ROOT
+
+from midigen.errors import ParamsError
+from midigen.params import load_params, validate
+
+SECTIONS = ("data", "preprocess", "split")
+GOOD = {
+    "data": {"source": "music21:bach", "watch": "data/external", "max_pieces": 0, "workers": 0},
+    "preprocess": {
+        "representation": "events",
+        "time_step": 0.05,
+        "max_shift_steps": 100,
+        "velocity_bins": 0,
+        "drums": "drop",
+        "pitch_min": 21,
+        "pitch_max": 108,
+        "max_file_mb": 10,
+        "max_notes": 200000,
+        "max_duration_s": 3600,
+    },
+    "split": {"val_ratio": 0.1, "test_ratio": 0.1, "seed": 1234, "from_metadata": True},
+}
+
+
+def with_value(section: str, key: str, value) -> dict:
+    raw = copy.deepcopy(GOOD)
+    raw[section][key] = value
+    return raw
+
+
+def test_the_projects_params_yaml_is_valid():
+    params = load_params(PROJECT_ROOT / "params.yaml")
+    assert set(SECTIONS) <= set(params)
+
+
+def test_valid_params_pass_and_numbers_are_normalised():
+    out = validate(with_value("preprocess", "max_file_mb", 10), SECTIONS)
+    assert out["preprocess"]["max_file_mb"] == 10.0 and isinstance(out["preprocess"]["max_file_mb"], float)
+    assert out["split"] == GOOD["split"]
+
+
+def test_unknown_key_raises_params_error_naming_it():
+    with pytest.raises(ParamsError, match=r"preprocess\.time_stpe"):
+        validate(with_value("preprocess", "time_stpe", 0.05), SECTIONS)
+
+
+def test_unknown_section_raises_params_error_naming_it():
+    raw = copy.deepcopy(GOOD)
+    raw["preprocessing"] = {}
+    with pytest.raises(ParamsError, match="preprocessing"):
+        validate(raw, SECTIONS)
+
+
+def test_missing_key_raises_params_error_naming_it():
+    raw = copy.deepcopy(GOOD)
+    del raw["split"]["seed"]
+    with pytest.raises(ParamsError, match=r"split\.seed"):
+        validate(raw, SECTIONS)
+
+
+@pytest.mark.parametrize(
+    "section,key,value",
+    [
+        ("preprocess", "time_step", "fast"),
+        ("preprocess", "max_shift_steps", 100.5),
+        ("preprocess", "max_shift_steps", True),  # a bool is not an integer
+        ("preprocess", "velocity_bins", "32"),
+        ("data", "source", 5),
+        ("data", "max_pieces", None),
+        ("split", "from_metadata", "yes"),
+        ("split", "seed", 1.0),
+    ],
+)
+def test_wrong_type_raises_params_error_naming_the_key(section, key, value):
+    with pytest.raises(ParamsError, match=rf"{section}\.{key}\b"):
+        validate(with_value(section, key, value), SECTIONS)
+
+
+@pytest.mark.parametrize(
+    "section,key,value",
+    [
+        ("preprocess", "time_step", 0),
+        ("preprocess", "time_step", -0.05),
+        ("preprocess", "time_step", 1.5),
+        ("preprocess", "time_step", float("nan")),
+        ("preprocess", "time_step", float("inf")),
+        ("preprocess", "max_shift_steps", 0),
+        ("preprocess", "velocity_bins", 129),
+        ("preprocess", "velocity_bins", -1),
+        ("preprocess", "pitch_min", -1),
+        ("preprocess", "pitch_max", 128),
+        ("preprocess", "drums", "mute"),
+        ("preprocess", "representation", "remi"),
+        ("preprocess", "max_notes", 0),
+        ("data", "workers", -2),
+        ("split", "val_ratio", 1.0),
+        ("split", "test_ratio", -0.1),
+    ],
+)
+def test_out_of_range_value_raises_params_error_naming_the_key(section, key, value):
+    with pytest.raises(ParamsError, match=rf"{section}\.{key}\b"):
+        validate(with_value(section, key, value), SECTIONS)
+
+
+@pytest.mark.parametrize("val,test", [(0.5, 0.5), (0.7, 0.3), (0.9, 0.2), (0.6, 0.4)])
+def test_val_plus_test_ratio_of_one_or_more_raises_params_error_naming_both(val, test):
+    raw = copy.deepcopy(GOOD)
+    raw["split"].update(val_ratio=val, test_ratio=test)
+    with pytest.raises(ParamsError) as info:
+        validate(raw, SECTIONS)
+    assert "split.val_ratio" in str(info.value) and "split.test_ratio" in str(info.value)
+
+
+def test_val_plus_test_ratio_just_below_one_is_accepted():
+    raw = copy.deepcopy(GOOD)
+    raw["split"].update(val_ratio=0.5, test_ratio=0.49)
+    assert validate(raw, SECTIONS)["split"]["test_ratio"] == 0.49
+
+
+def test_pitch_min_above_pitch_max_raises_params_error_naming_both():
+    raw = copy.deepcopy(GOOD)
+    raw["preprocess"].update(pitch_min=90, pitch_max=60)
+    with pytest.raises(ParamsError, match=r"preprocess\.pitch_min.*preprocess\.pitch_max"):
+        validate(raw, SECTIONS)
+
+
+def test_load_params_reports_the_key_from_a_file(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(with_value("preprocess", "velocity_bins", 500)))
+    with pytest.raises(ParamsError, match=r"preprocess\.velocity_bins"):
+        load_params(path, sections=SECTIONS)
+
+
+def test_load_params_sections_checks_only_those_sections(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(with_value("split", "val_ratio", 7)))
+    assert load_params(path, sections=("preprocess",))["preprocess"]["time_step"] == 0.05
+    with pytest.raises(ParamsError, match=r"split\.val_ratio"):
+        load_params(path, sections=("split",))
+
+
+def test_load_params_missing_file_and_bad_yaml_raise_params_error(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML") as info:
+        load_params(bad)
+    assert "\n" not in str(info.value)
+    bad.write_text("- a list\n")
+    with pytest.raises(ParamsError, match="mapping"):
+        load_params(bad)
