@@ -69,7 +69,7 @@ def evaluate_loss(model: nn.Module, stream: np.ndarray, seq_len: int, batch_size
         loss = nn.functional.cross_entropy(
             logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=PAD, reduction="sum"
         )
-        total += float(loss)
+        total += loss.item()
         count += int((y != PAD).sum())
     return total / max(1, count)
 
@@ -177,7 +177,7 @@ def train_model(
             optimizer.step()
             step += 1
             n_tok = int((y != PAD).sum())
-            ep_loss += float(loss) * n_tok
+            ep_loss += loss.item() * n_tok
             ep_tokens += n_tok
             elapsed = time.perf_counter() - ep_t0
             bar.set_postfix(loss=f"{ep_loss / ep_tokens:.3f}", tok_s=f"{ep_tokens / max(elapsed, 1e-9):,.0f}", lr=f"{lr:.2e}")

@@ -20,7 +20,7 @@ def main() -> None:
     params = load_params()
     data = load_split_data()
     rep = data.store.representation
-    train_stream, val_stream = data.stream("train"), data.stream("val")
+    train_stream, val_stream = data.stream("train"), data.stream("val", fallbacks=("train",))
     data_fp = data.fingerprint()
     print(f"train: {len(train_stream):,} tokens, val: {len(val_stream):,} tokens, vocab {len(rep.vocab)}")
     tags = {"dataset_fingerprint": data_fp, "data_source": params["data"]["source"]}

@@ -1,0 +1,59 @@
+"""Stage evaluate: test-set NLL of models/best.pt, and generated vs held-out pieces
+-> metrics/eval.json, metrics/eval_features.csv."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from midigen import metrics
+from midigen.errors import run_main
+from midigen.experiment import load_split_data
+from midigen.generate import load_for_sampling
+from midigen.jsonio import write_json
+from midigen.params import load_params
+from midigen.table import write_rows
+from midigen.train import evaluate_loss, perplexity
+
+GENERATED = Path("outputs/generated")
+
+
+def main() -> None:
+    params = load_params()
+    ev = params["evaluate"]
+    data = load_split_data()
+    model, rep, device = load_for_sampling("models/best.pt", params["train"]["device"])
+    test_nll = evaluate_loss(model, data.stream("test", fallbacks=("val", "train")), params["train"]["seq_len"], 32, device)
+
+    test_rows = data.pieces("test", fallbacks=("val", "train")).head(ev["max_test_pieces"])
+    test_ids = [data.store.tokens[o : o + n].astype(np.int64) for o, n in zip(test_rows["offset"], test_rows["length"])]
+    test_notes = [rep.decode(i) for i in test_ids]
+    gen_ids = [rep.tokens_to_ids(p.read_text(encoding="utf-8").split()).astype(np.int64) for p in sorted(GENERATED.glob("*.txt"))]
+    gen_notes = [rep.decode(i) for i in gen_ids]
+
+    distance = metrics.set_distance(gen_notes, test_notes)
+    result = {
+        "test_nll": round(test_nll, 5),
+        "test_perplexity": round(perplexity(test_nll), 4),
+        "generated": metrics.piece_metrics(gen_notes, gen_ids, ev["ngram"]),
+        "test": metrics.piece_metrics(test_notes, test_ids, ev["ngram"]),
+        "distance": distance,
+        "distribution_score": metrics.distribution_score(distance),
+        "num_generated": len(gen_ids),
+        "num_test": len(test_ids),
+    }
+    write_json("metrics/eval.json", result)
+    write_rows(
+        "metrics/eval_features.csv",
+        [{"feature": k, "overlap": v["overlap"], "kl": v["kl"]} for k, v in distance.items()],
+        ["feature", "overlap", "kl"],
+    )
+    print(f"evaluate: test NLL {test_nll:.4f} nats/token (ppl {perplexity(test_nll):.2f}), "
+          f"distribution score {result['distribution_score']:.3f} (1 = like the test pieces)")
+    for key in ("pitch_class_entropy", "note_density", "ngram_repetition"):
+        g, t = result["generated"][key], result["test"][key]
+        print(f"  {key:20s} generated {g['mean']:.3f} ± {g['std']:.3f}   test {t['mean']:.3f} ± {t['std']:.3f}")
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
