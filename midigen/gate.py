@@ -2,11 +2,12 @@
 
     python -m midigen.gate --baseline BASE.json --current metrics/eval.json
 
-Tolerances: CPU training here is deterministic, so the same machine reproduces the committed
-numbers exactly; another CPU (other BLAS kernels, other thread counts) changes float rounding,
-which training amplifies. Over repeated runs with different seeds the default pipeline's test
-NLL varied by ~0.02 nats/token and the distribution score (a mean of overlaps estimated from 8
-samples) by ~0.05, so the gate allows twice that before calling it a regression.
+Tolerances: CPU training is deterministic, so the same machine reproduces the committed numbers
+exactly; another CPU (other BLAS kernels, other thread counts) changes float rounding, which
+training amplifies much like a different seed. Measured on the default pipeline (Bach chorales):
+train.seed 42 vs 43 gave test NLL 1.311 vs 1.392 nats/token (0.08 apart), and 8 generation seeds
+of one model gave distribution scores 0.726..0.794 (std 0.024). The gate allows about twice the
+seed-to-seed NLL gap and four standard deviations of the score before calling it a regression.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from midigen.jsonio import read_json
 
 #: metric -> (direction, tolerance): "lower" means lower is better
 GATES = {
-    "test_nll": ("lower", 0.05),
+    "test_nll": ("lower", 0.15),
     "distribution_score": ("higher", 0.10),
 }
 

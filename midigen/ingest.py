@@ -16,9 +16,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from midigen.errors import DataError
+from midigen.midi_io import make_notes, write_midi
 from midigen.parallel import imap_progress
 
 MUSIC21_CORPORA = {
@@ -120,17 +122,46 @@ def export_music21_file(job: tuple[str, str, str]) -> list[tuple[str, str | None
     for i, score in enumerate(scores):
         rel = f"{corpus_name}/{stem}.mid" if len(scores) == 1 else f"{corpus_name}/{stem}_{i:04d}.mid"
         target = Path(out_dir) / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            mf = translate.streamToMidiFile(score)
-            data = mf.writestr()
+            data = translate.streamToMidiFile(score).writestr()
             if not data:
                 raise ValueError("empty MIDI")
-            target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
             results.append((rel, None))
+            continue
         except Exception as exc:
-            results.append((f"{src_path.name}#{i}", f"MIDI export failed: {type(exc).__name__}: {exc}"[:300]))
+            first_error = f"{type(exc).__name__}: {exc}"
+        try:  # music21's exporter trips over some repeat structures; write the notes as notated
+            notes = stream_notes(score)
+            if not len(notes):
+                raise ValueError("no notes")
+            write_midi(notes, target)
+            results.append((rel, None))
+        except Exception as exc:
+            reason = f"MIDI export failed: {first_error}; fallback: {type(exc).__name__}: {exc}"
+            results.append((f"{src_path.name}#{i}", reason[:300]))
     return results
+
+
+def stream_notes(score) -> np.ndarray:
+    """Notes of a music21 score as written (ties merged, repeats not expanded), in seconds at
+    the score's first metronome mark (120 bpm if none)."""
+    from music21 import tempo
+
+    flat = score.flatten().stripTies()
+    marks = list(flat.getElementsByClass(tempo.MetronomeMark))
+    bpm = marks[0].getQuarterBPM() if marks and marks[0].getQuarterBPM() else 120.0
+    sec_per_quarter = 60.0 / bpm
+    starts, ends, pitches = [], [], []
+    for el in flat.notes:
+        start = float(el.offset) * sec_per_quarter
+        end = start + max(float(el.quarterLength), 1 / 16) * sec_per_quarter
+        for p in el.pitches:
+            starts.append(start)
+            ends.append(end)
+            pitches.append(int(p.midi))
+    return make_notes(starts, ends, pitches, velocity=90)
 
 
 def ingest_music21(name: str, out_dir: Path, max_pieces: int, workers: int) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TypeVar
@@ -37,6 +38,13 @@ def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", un
     )
 
 
+def _worker_init() -> None:
+    # the pool stops its workers with SIGTERM; they must not inherit the parent's
+    # SIGTERM-as-Ctrl-C handler (midigen.errors.run_main), which would print a traceback
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def imap_progress(
     fn: Callable[[T], R], jobs: Sequence[T], workers: int = 0, desc: str = "", unit: str = "it"
 ) -> Iterator[R]:
@@ -46,5 +54,5 @@ def imap_progress(
         yield from progress(map(fn, jobs), total=len(jobs), desc=desc, unit=unit)
         return
     chunksize = max(1, min(64, len(jobs) // (workers * 8)))
-    with mp.get_context("fork").Pool(workers) as pool:
+    with mp.get_context("fork").Pool(workers, initializer=_worker_init) as pool:
         yield from progress(pool.imap(fn, jobs, chunksize=chunksize), total=len(jobs), desc=desc, unit=unit)
