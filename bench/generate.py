@@ -62,28 +62,40 @@ def describe(seqs, eos: int, prompt_len: int = 1) -> tuple[int, str]:
     """(new tokens, a summary of the row lengths and how many rows ended at <EOS>)."""
     new = np.array([len(s) - prompt_len for s in seqs])
     at_eos = sum(1 for s in seqs if len(s) > prompt_len and int(s[-1]) == eos)
-    return int(new.sum()), (f"rows {len(seqs)}: new tokens min {new.min()} / median {int(np.median(new))} / "
-                            f"max {new.max()}, {at_eos} ended at <EOS>")
+    return int(new.sum()), (
+        f"rows {len(seqs)}: new tokens min {new.min()} / median {int(np.median(new))} / "
+        f"max {new.max()}, {at_eos} ended at <EOS>"
+    )
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", type=Path, default=Path("models/best.pt"),
-                    help="relative paths are taken from the project root (default models/best.pt)")
+    ap.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=Path("models/best.pt"),
+        help="relative paths are taken from the project root (default models/best.pt)",
+    )
     ap.add_argument("--pieces", type=int, default=16, help="ours: pieces in one batch (default 16)")
     ap.add_argument("--seed-pieces", type=int, default=2, help="seed-style: pieces, one at a time (default 2)")
     ap.add_argument("--steps", type=int, default=4000, help="new tokens per piece (ours: at most) (default 4000)")
     ap.add_argument("--seed-top-k", type=int, default=50, help="seed-style top-k (default 50)")
     ap.add_argument("--no-full-length", action="store_true", help="skip ours' second run with <EOS> ignored")
-    ap.add_argument("--repeats", type=int, default=1,
-                    help="time every side this many times and keep its fastest run (default 1; the machine is shared)")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="time every side this many times and keep its fastest run (default 1; the machine is shared)",
+    )
     args = ap.parse_args()
     if min(args.pieces, args.seed_pieces, args.steps, args.seed_top_k, args.repeats) < 1:
         ap.error("--pieces, --seed-pieces, --steps, --seed-top-k and --repeats must be >= 1")
     ckpt = args.checkpoint if args.checkpoint.is_absolute() else ROOT / args.checkpoint
     if not ckpt.is_file():
-        print(f"{args.checkpoint}: no checkpoint; train a model first with `dvc repro train` "
-              "(or pass --checkpoint PATH)", file=sys.stderr)
+        print(
+            f"{args.checkpoint}: no checkpoint; train a model first with `dvc repro train` (or pass --checkpoint PATH)",
+            file=sys.stderr,
+        )
         return 2
     enter_root()
     from midigen.generate import load_for_sampling, sample_ids
@@ -112,49 +124,75 @@ def main() -> int:
 
     # seed-style: one piece at a time
     seed_s, seed_times, seed_seqs = timed(
-        lambda: seed_style(model, BOS, args.seed_pieces, args.steps, temperature, args.seed_top_k, seed))
+        lambda: seed_style(model, BOS, args.seed_pieces, args.steps, temperature, args.seed_top_k, seed)
+    )
     seed_tokens, seed_desc = describe(seed_seqs, EOS)
 
     # ours: midigen.generate.sample_ids, one batch, rows stop at <EOS>
     ours_s, ours_times, (ours_seqs, _) = timed(
-        lambda: sample_ids(ckpt, args.pieces, args.steps, temperature, top_k, top_p, seed, device="cpu"))
+        lambda: sample_ids(ckpt, args.pieces, args.steps, temperature, top_k, top_p, seed, device="cpu")
+    )
     ours_tokens, ours_desc = describe(ours_seqs, EOS)
 
     full = None
     if not args.no_full_length:  # same model and sampling settings, <EOS> never ends a row
-        full_s, full_times, full_seqs = timed(lambda: model.generate(
-            [[BOS]] * args.pieces, args.steps, -1, temperature, top_k, top_p,
-            generator=torch.Generator().manual_seed(seed)))
+        full_s, full_times, full_seqs = timed(
+            lambda: model.generate(
+                [[BOS]] * args.pieces,
+                args.steps,
+                -1,
+                temperature,
+                top_k,
+                top_p,
+                generator=torch.Generator().manual_seed(seed),
+            )
+        )
         full = (full_s, *describe(full_seqs, EOS))
 
     print(f"machine after: {machine_line()}")
-    print(f"seed-style: temperature {temperature:g}, top-k {args.seed_top_k}; ours: temperature {temperature:g}, "
-          f"top-k {top_k}, top-p {top_p:g} (params.yaml generate), seed {seed}")
+    print(
+        f"seed-style: temperature {temperature:g}, top-k {args.seed_top_k}; ours: temperature {temperature:g}, "
+        f"top-k {top_k}, top-p {top_p:g} (params.yaml generate), seed {seed}"
+    )
     print(f"{'side':<26}{'pieces':>7}{'new tokens':>12}{'seconds':>9}{'tokens/s':>10}  rows")
-    rows = [("seed-style (1 at a time)", args.seed_pieces, seed_tokens, seed_s, seed_desc),
-            ("ours (sample_ids)", args.pieces, ours_tokens, ours_s, ours_desc)]
+    rows = [
+        ("seed-style (1 at a time)", args.seed_pieces, seed_tokens, seed_s, seed_desc),
+        ("ours (sample_ids)", args.pieces, ours_tokens, ours_s, ours_desc),
+    ]
     if full:
         rows.append(("ours, <EOS> ignored", args.pieces, full[1], full[0], full[2]))
     for name, pieces, tokens, secs, desc in rows:
         print(f"{name:<26}{pieces:>7}{tokens:>12,}{secs:>9.2f}{tokens / max(secs, 1e-9):>10,.0f}  {desc}")
     if args.repeats > 1:
-        runs = [("seed-style", seed_times), ("ours", ours_times)] + ([("ours <EOS> ignored", full_times)] if full else [])
-        print(f"fastest of {args.repeats} runs shown; all runs (s): "
-              + "; ".join(f"{n} " + ", ".join(f"{t:.2f}" for t in ts) for n, ts in runs))
+        runs = [("seed-style", seed_times), ("ours", ours_times)]
+        if full:
+            runs.append(("ours <EOS> ignored", full_times))
+        print(
+            f"fastest of {args.repeats} runs shown; all runs (s): "
+            + "; ".join(f"{n} " + ", ".join(f"{t:.2f}" for t in ts) for n, ts in runs)
+        )
     print(f"(ours' sample_ids time includes loading the checkpoint, {load_s:.2f} s when timed above)")
     if ours_tokens < args.pieces * args.steps:
-        print(f"note: ours produced {ours_tokens:,} of at most {args.pieces * args.steps:,} tokens because rows "
-              "stopped at <EOS>; compare tokens/s" + (" or the <EOS>-ignored run" if full else ""))
+        print(
+            f"note: ours produced {ours_tokens:,} of at most {args.pieces * args.steps:,} tokens because rows "
+            "stopped at <EOS>; compare tokens/s" + (" or the <EOS>-ignored run" if full else "")
+        )
     seed_rate, ours_rate = seed_tokens / max(seed_s, 1e-9), ours_tokens / max(ours_s, 1e-9)
-    print(f"tokens/s: ours {ours_rate:,.0f} vs seed-style {seed_rate:,.0f}: ratio {ours_rate / max(seed_rate, 1e-9):.1f}")
+    print(
+        f"tokens/s: ours {ours_rate:,.0f} vs seed-style {seed_rate:,.0f}: ratio {ours_rate / max(seed_rate, 1e-9):.1f}"
+    )
     if full:
         full_rate = full[1] / max(full[0], 1e-9)
-        print(f"equal length: {args.pieces} x {args.steps} tokens (ours, <EOS> ignored) in {full[0]:.2f} s, "
-              f"{full_rate:,.0f} tokens/s = {full_rate / max(seed_rate, 1e-9):.1f}x seed-style's tokens/s")
+        print(
+            f"equal length: {args.pieces} x {args.steps} tokens (ours, <EOS> ignored) in {full[0]:.2f} s, "
+            f"{full_rate:,.0f} tokens/s = {full_rate / max(seed_rate, 1e-9):.1f}x seed-style's tokens/s"
+        )
     ratio = seed_s / max(ours_s, 1e-9)
     verdict = "" if ratio > TARGET else "  BELOW TARGET"
-    print(f"{args.pieces} pieces (ours) in {ours_s:.2f} s vs {args.seed_pieces} pieces (seed-style) in {seed_s:.2f} s: "
-          f"ratio Y/X = {ratio:.2f} (target > {TARGET:g}){verdict}")
+    print(
+        f"{args.pieces} pieces (ours) in {ours_s:.2f} s vs {args.seed_pieces} pieces (seed-style) in {seed_s:.2f} s: "
+        f"ratio Y/X = {ratio:.2f} (target > {TARGET:g}){verdict}"
+    )
     return 0
 
 

@@ -100,8 +100,18 @@ def timed_run(side: str, manifest_csv: Path, tmp: Path, run: int, workers: int) 
     """Run one side in a fresh interpreter; return (wall seconds, the child's report)."""
     out_dir = tmp / f"{side}{run}"
     out_dir.mkdir()
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", side,
-           "--manifest", str(manifest_csv), "--out", str(out_dir), "--workers", str(workers)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        side,
+        "--manifest",
+        str(manifest_csv),
+        "--out",
+        str(out_dir),
+        "--workers",
+        str(workers),
+    ]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -124,8 +134,11 @@ def main() -> int:
         child(args.child, args.manifest, args.out, args.workers)
         return 0
     if not MIDI_DIR.is_dir() or not MANIFEST.is_file():
-        print(f"{MIDI_DIR.relative_to(ROOT)} or {MANIFEST.relative_to(ROOT)} is missing: "
-              "export the Bach chorales first with `dvc repro ingest`", file=sys.stderr)
+        print(
+            f"{MIDI_DIR.relative_to(ROOT)} or {MANIFEST.relative_to(ROOT)} is missing: "
+            "export the Bach chorales first with `dvc repro ingest`",
+            file=sys.stderr,
+        )
         return 2
     if args.files is not None and args.files < 1 or min(args.ours_runs, args.baseline_runs) < 1:
         ap.error("--files and the run counts must be >= 1")
@@ -135,8 +148,9 @@ def main() -> int:
         fields, rows = reader.fieldnames or [], list(reader)
     n_listed = len(rows)
     seen: set[str] = set()  # the manifest may list a file twice; time each file once on both sides
-    rows = [r for r in rows if r["path"] not in seen and not seen.add(r["path"])
-            and (ROOT / r["path"]).parent == MIDI_DIR]
+    rows = [
+        r for r in rows if r["path"] not in seen and not seen.add(r["path"]) and (ROOT / r["path"]).parent == MIDI_DIR
+    ]
     n_dupes = n_listed - len(seen)
     rows = rows[: args.files]
     if not rows:
@@ -150,21 +164,27 @@ def main() -> int:
             writer = csv.DictWriter(f, fieldnames=fields)
             writer.writeheader()
             writer.writerows(rows)
-        results = {side: [timed_run(side, subset, tmp, i, args.workers) for i in range(n)]
-                   for side, n in (("ours", args.ours_runs), ("baseline", args.baseline_runs))}
+        results = {
+            side: [timed_run(side, subset, tmp, i, args.workers) for i in range(n)]
+            for side, n in (("ours", args.ours_runs), ("baseline", args.baseline_runs))
+        }
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     workers = args.workers or cores
-    print(f"files: {len(rows)} (manifest: {n_listed} rows, {n_dupes} duplicate skipped); "
-          f"ours: {workers} worker(s) on {cores} core(s), baseline: 1 process")
+    print(
+        f"files: {len(rows)} (manifest: {n_listed} rows, {n_dupes} duplicate skipped); "
+        f"ours: {workers} worker(s) on {cores} core(s), baseline: 1 process"
+    )
     print(f"{'side':<10}{'tokens':>10}{'best s':>9}{'first s':>9}{'work s':>9}  runs")
     best = {}
     for side, runs in results.items():
         walls = [w for w, _ in runs]
         best[side] = min(walls)
         rep = runs[walls.index(best[side])][1]
-        print(f"{side:<10}{rep['tokens']:>10,}{best[side]:>9.2f}{walls[0]:>9.2f}{rep['work_s']:>9.2f}"
-              f"  {', '.join(f'{w:.2f}' for w in walls)}")
+        print(
+            f"{side:<10}{rep['tokens']:>10,}{best[side]:>9.2f}{walls[0]:>9.2f}{rep['work_s']:>9.2f}"
+            f"  {', '.join(f'{w:.2f}' for w in walls)}"
+        )
     ratio = best["baseline"] / best["ours"]
     print(f"speed-up: {ratio:.1f}x (target >= {TARGET:g}x)" + ("  BELOW TARGET" if ratio < TARGET else ""))
     return 0

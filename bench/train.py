@@ -44,8 +44,9 @@ TARGET = 1.8
 class SeedLSTM(nn.Module):
     """The reference model; forward(x, hidden) -> (logits, hidden) like midigen's LSTMLM."""
 
-    def __init__(self, vocab_size: int, emb_dim: int = 256, hidden_dim: int = 512, num_layers: int = 2,
-                 dropout: float = 0.2):
+    def __init__(
+        self, vocab_size: int, emb_dim: int = 256, hidden_dim: int = 512, num_layers: int = 2, dropout: float = 0.2
+    ):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, emb_dim)
         self.lstm = nn.LSTM(emb_dim, hidden_dim, num_layers=num_layers, dropout=dropout, batch_first=True)
@@ -72,16 +73,27 @@ class ChunkDataset(torch.utils.data.Dataset):
         return self.data[i : i + self.seq_len], self.data[i + 1 : i + self.seq_len + 1]
 
 
-def run_seed(rep, train_stream, val_stream, budget: float, device: torch.device, ckpt_dir: Path,
-             batch_size: int = 16, seq_len: int = 256, lr: float = 3e-4, grad_clip: float = 1.0) -> dict:
+def run_seed(
+    rep,
+    train_stream,
+    val_stream,
+    budget: float,
+    device: torch.device,
+    ckpt_dir: Path,
+    batch_size: int = 16,
+    seq_len: int = 256,
+    lr: float = 3e-4,
+    grad_clip: float = 1.0,
+) -> dict:
     from midigen.train import evaluate_loss
 
     torch.manual_seed(SEED)
     model = SeedLSTM(len(rep.vocab)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     criterion = nn.CrossEntropyLoss()
-    loader = torch.utils.data.DataLoader(ChunkDataset(train_stream, seq_len), batch_size=batch_size,
-                                         shuffle=True, drop_last=True)
+    loader = torch.utils.data.DataLoader(
+        ChunkDataset(train_stream, seq_len), batch_size=batch_size, shuffle=True, drop_last=True
+    )
     if len(loader) == 0:
         sys.exit(f"seed-style: the train stream is shorter than one batch of {batch_size} x {seq_len} tokens")
     t0, cpu0 = time.perf_counter(), time.process_time()
@@ -113,8 +125,11 @@ def run_seed(rep, train_stream, val_stream, budget: float, device: torch.device,
         if not scores or val < min(scores):
             torch.save(model.state_dict(), ckpt_dir / "seed_best.pt")
         scores.append(val)
-        print(f"seed-style epoch {epoch}: train {ep_loss / max(1, ep_tokens):.4f}  val {val:.4f}"
-              f"  ({ep_tokens / max(ep_time, 1e-9):,.0f} tokens/s)", flush=True)
+        print(
+            f"seed-style epoch {epoch}: train {ep_loss / max(1, ep_tokens):.4f}  val {val:.4f}"
+            f"  ({ep_tokens / max(ep_time, 1e-9):,.0f} tokens/s)",
+            flush=True,
+        )
     return {
         "side": "seed-style",
         "epochs": batches / len(loader),
@@ -128,8 +143,9 @@ def run_seed(rep, train_stream, val_stream, budget: float, device: torch.device,
     }
 
 
-def run_ours(rep, train_stream, val_stream, params: dict, data_fp: str, budget: float, device: torch.device,
-             ckpt_dir: Path) -> dict:
+def run_ours(
+    rep, train_stream, val_stream, params: dict, data_fp: str, budget: float, device: torch.device, ckpt_dir: Path
+) -> dict:
     import midigen.train as mt
     from midigen.models import load_checkpoint, model_from_checkpoint
 
@@ -162,8 +178,9 @@ def run_ours(rep, train_stream, val_stream, params: dict, data_fp: str, budget: 
     mt.WindowSampler, original = CountingSampler, mt.WindowSampler
     t0, cpu0 = time.perf_counter(), time.process_time()
     try:
-        result = mt.train_model(rep, train_stream, val_stream, params, out_dir, data_fp,
-                                on_epoch=score_epoch, time_budget_s=budget)
+        result = mt.train_model(
+            rep, train_stream, val_stream, params, out_dir, data_fp, on_epoch=score_epoch, time_budget_s=budget
+        )
     finally:
         mt.WindowSampler = original
         torch.use_deterministic_algorithms(was_deterministic)
@@ -199,12 +216,16 @@ def main() -> int:
     train_stream, val_stream = data.stream("train"), data.stream("val")
     device = pick_device(params["train"]["device"])
     mp, tp = params["model"], params["train"]
-    print(f"data: {len(train_stream):,} train / {len(val_stream):,} val tokens, vocab {len(rep.vocab)}; "
-          f"budget {args.budget:g} s of training per side on {device}")
+    print(
+        f"data: {len(train_stream):,} train / {len(val_stream):,} val tokens, vocab {len(rep.vocab)}; "
+        f"budget {args.budget:g} s of training per side on {device}"
+    )
     print(f"machine: {machine_line()}")
-    print(f"ours: lstm emb {mp['emb_dim']} hidden {mp['hidden_dim']} x{mp['num_layers']} dropout {mp['dropout']}, "
-          f"batch {tp['batch_size']} x seq {tp['seq_len']}, lr {tp['lr']:g} ({tp['schedule']}, "
-          f"{tp['epochs']} epochs planned), threads {tp['threads'] or 'default'}")
+    print(
+        f"ours: lstm emb {mp['emb_dim']} hidden {mp['hidden_dim']} x{mp['num_layers']} dropout {mp['dropout']}, "
+        f"batch {tp['batch_size']} x seq {tp['seq_len']}, lr {tp['lr']:g} ({tp['schedule']}, "
+        f"{tp['epochs']} epochs planned), threads {tp['threads'] or 'default'}"
+    )
     print("seed-style: lstm emb 256 hidden 512 x2 dropout 0.2, batch 16 x seq 256, lr 3e-4 constant", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp_name:
@@ -213,16 +234,25 @@ def main() -> int:
         ours = run_ours(rep, train_stream, val_stream, params, data.fingerprint(), args.budget, device, tmp)
 
     print(f"machine after: {machine_line()}")
-    print("cpu/wall = process CPU seconds per wall second over the side's run (about the thread count when "
-          "the cores are free; lower means it was waiting for CPU)")
-    print(f"val loss = midigen.train.evaluate_loss at seq_len {EVAL_SEQ_LEN} over all {len(val_stream):,} val tokens, "
-          "after every epoch (final = last model, best = lowest)")
-    print(f"{'side':<12}{'params':>11}{'epochs':>8}{'tokens seen':>13}{'tokens/s':>10}{'train s':>9}{'wall s':>8}"
-          f"{'cpu/wall':>9}{'final val':>11}{'best val':>10}")
+    print(
+        "cpu/wall = process CPU seconds per wall second over the side's run (about the thread count when "
+        "the cores are free; lower means it was waiting for CPU)"
+    )
+    print(
+        f"val loss = midigen.train.evaluate_loss at seq_len {EVAL_SEQ_LEN} over all {len(val_stream):,} val tokens, "
+        "after every epoch (final = last model, best = lowest)"
+    )
+    print(
+        f"{'side':<12}{'params':>11}{'epochs':>8}{'tokens seen':>13}{'tokens/s':>10}{'train s':>9}{'wall s':>8}"
+        f"{'cpu/wall':>9}{'final val':>11}{'best val':>10}"
+    )
     for r in (seed, ours):
-        print(f"{r['side']:<12}{r['params']:>11,}{r['epochs']:>8.2f}{r['tokens']:>13,}"
-              f"{r['tokens'] / max(r['train_s'], 1e-9):>10,.0f}{r['train_s']:>9.1f}{r['wall_s']:>8.1f}{r['cpu_s'] / max(r['wall_s'], 1e-9):>9.2f}"
-              f"{r['final']:>11.4f}{r['best']:>10.4f}")
+        print(
+            f"{r['side']:<12}{r['params']:>11,}{r['epochs']:>8.2f}{r['tokens']:>13,}"
+            f"{r['tokens'] / max(r['train_s'], 1e-9):>10,.0f}{r['train_s']:>9.1f}{r['wall_s']:>8.1f}"
+            f"{r['cpu_s'] / max(r['wall_s'], 1e-9):>9.2f}"
+            f"{r['final']:>11.4f}{r['best']:>10.4f}"
+        )
     verdict = "" if ours["best"] <= TARGET else "  ABOVE TARGET"
     print(f"val loss: ours {ours['best']:.2f} vs seed-style {seed['best']:.2f} (target <= {TARGET:g}){verdict}")
     return 0

@@ -80,7 +80,10 @@ def cmd_detokenize(args: argparse.Namespace) -> int:
         raise MidigenError(f"{path}: {exc}") from None
     notes = rep.decode(ids)
     write_midi(notes, args.out)
-    print(f"wrote {args.out}: {len(notes)} notes, {float(notes['end_s'].max()) if len(notes) else 0:.1f} s", file=sys.stderr)
+    print(
+        f"wrote {args.out}: {len(notes)} notes, {float(notes['end_s'].max()) if len(notes) else 0:.1f} s",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -96,11 +99,19 @@ def cmd_sample(args: argparse.Namespace) -> int:
     ):
         spec.check(flag, value)
     seqs, rep = sample_ids(
-        args.checkpoint, args.num_files, args.max_steps, args.temperature, args.top_k, args.top_p,
-        args.seed, args.device, primer=args.primer, greedy=args.greedy,
+        args.checkpoint,
+        args.num_files,
+        args.max_steps,
+        args.temperature,
+        args.top_k,
+        args.top_p,
+        args.seed,
+        args.device,
+        primer=args.primer,
+        greedy=args.greedy,
     )
     paths = write_pieces(seqs, rep, args.out, clear=False)
-    for path, ids in zip(paths, seqs):
+    for path, ids in zip(paths, seqs, strict=True):
         print(f"{path}  ({len(ids)} tokens)")
     return 0
 

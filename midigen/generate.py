@@ -45,13 +45,13 @@ def sample_ids(
         prompt = ids[:-1].tolist()  # without <EOS>, so the model continues
     gen = torch.Generator(device=dev)
     gen.manual_seed(seed)
-    out = model.generate(
-        [prompt] * num_files, max_steps, EOS, temperature, top_k, top_p, generator=gen, greedy=greedy
-    )
+    out = model.generate([prompt] * num_files, max_steps, EOS, temperature, top_k, top_p, generator=gen, greedy=greedy)
     return [np.asarray(o, dtype=np.int64) for o in out], rep
 
 
-def write_pieces(seqs: list[np.ndarray], rep, out_dir: str | Path, prefix: str = "sample", clear: bool = True) -> list[Path]:
+def write_pieces(
+    seqs: list[np.ndarray], rep, out_dir: str | Path, prefix: str = "sample", clear: bool = True
+) -> list[Path]:
     """Write <prefix>_NN.mid and <prefix>_NN.txt (tokens, one per line) per sequence."""
     out_dir = Path(out_dir)
     if clear and out_dir.exists():

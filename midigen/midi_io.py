@@ -114,7 +114,7 @@ def write_midi(notes: np.ndarray, path: str | Path, tempo_bpm: float = 120.0) ->
     import pretty_midi
 
     pm = pretty_midi.PrettyMIDI(initial_tempo=float(tempo_bpm))
-    keys = sorted({(int(p), bool(d)) for p, d in zip(notes["program"], notes["is_drum"])})
+    keys = sorted({(int(p), bool(d)) for p, d in zip(notes["program"], notes["is_drum"], strict=True)})
     for program, is_drum in keys or [(0, False)]:
         inst = pretty_midi.Instrument(program=program, is_drum=is_drum)
         sel = notes[(notes["program"] == program) & (notes["is_drum"] == is_drum)]

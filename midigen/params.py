@@ -86,6 +86,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "max_file_mb": _pos(),
         "max_notes": _int(1),
         "max_duration_s": _pos(),
+        "timeout_s": _pos(),
     },
     "split": {
         "val_ratio": Spec(float, 0, 1, hi_open=True),
@@ -159,14 +160,10 @@ def validate(raw: Any, sections: tuple[str, ...] | None = None) -> dict[str, dic
 def _cross_checks(p: dict[str, dict[str, Any]]) -> None:
     if "split" in p and p["split"]["val_ratio"] + p["split"]["test_ratio"] >= 1:
         s = p["split"]
-        raise ParamsError(
-            f"split.val_ratio + split.test_ratio = {s['val_ratio'] + s['test_ratio']:g}: must be < 1"
-        )
+        raise ParamsError(f"split.val_ratio + split.test_ratio = {s['val_ratio'] + s['test_ratio']:g}: must be < 1")
     if "preprocess" in p and p["preprocess"]["pitch_min"] > p["preprocess"]["pitch_max"]:
         pp = p["preprocess"]
-        raise ParamsError(
-            f"preprocess.pitch_min = {pp['pitch_min']} is above preprocess.pitch_max = {pp['pitch_max']}"
-        )
+        raise ParamsError(f"preprocess.pitch_min = {pp['pitch_min']} is above preprocess.pitch_max = {pp['pitch_max']}")
 
 
 def load_params(path: str | Path = "params.yaml", sections: tuple[str, ...] | None = None) -> dict:

@@ -3,9 +3,12 @@ on a bad file. Each rejected file is recorded with its reason."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
+import signal
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,10 +33,43 @@ def select_notes(notes: np.ndarray, drums: str) -> np.ndarray:
     return notes[~notes["is_drum"]] if drums == "drop" else notes
 
 
-def tokenize_file(job: tuple[str, str], config_items: tuple, limits: dict[str, Any]) -> tuple[str, np.ndarray | None, dict]:
+def tokenize_file(
+    job: tuple[str, str], config_items: tuple, limits: dict[str, Any]
+) -> tuple[str, np.ndarray | None, dict]:
     """One file -> (rel_path, ids, info) or (rel_path, None, {"reason": ...}). Never raises."""
     rel_path, path = job
     rep = _representation(config_items)
+    try:
+        with time_limit(limits["timeout_s"]):
+            return _tokenize(rel_path, path, rep, limits)
+    except _Timeout:  # fired between the work and the timer's cancellation
+        return rel_path, None, {"reason": f"took longer than preprocess.timeout_s = {limits['timeout_s']:g} s"}
+
+
+class _Timeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Raise _Timeout inside the block after `seconds` (SIGALRM; main thread of a process only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise _Timeout
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _tokenize(rel_path: str, path: str, rep, limits: dict[str, Any]) -> tuple[str, np.ndarray | None, dict]:
     try:
         size_mb = os.path.getsize(path) / 1e6
         if size_mb > limits["max_file_mb"]:
@@ -46,26 +82,32 @@ def tokenize_file(job: tuple[str, str], config_items: tuple, limits: dict[str, A
             raise MidiError(path, "only drum notes (preprocess.drums = drop)")
         duration = float(notes["end_s"].max())
         if duration > limits["max_duration_s"]:
-            raise MidiError(path, f"lasts {duration:.0f} s, over preprocess.max_duration_s = {limits['max_duration_s']:g}")
+            raise MidiError(
+                path, f"lasts {duration:.0f} s, over preprocess.max_duration_s = {limits['max_duration_s']:g}"
+            )
         ids = rep.encode(notes)
         if ids.shape[0] <= 2:
             raise MidiError(path, "no notes inside preprocess.pitch_min..pitch_max")
         return rel_path, ids, {"n_notes": int(notes.shape[0]), "duration_s": round(duration, 3)}
     except MidiError as exc:
         return rel_path, None, {"reason": exc.reason}
+    except _Timeout:
+        return rel_path, None, {"reason": f"took longer than preprocess.timeout_s = {limits['timeout_s']:g} s"}
     except OSError as exc:
         return rel_path, None, {"reason": f"cannot read: {exc.strerror or exc}"}
     except Exception as exc:  # a parser bug on a hostile file must not stop the corpus
         return rel_path, None, {"reason": f"unexpected {type(exc).__name__}: {exc}"[:300]}
 
 
-def preprocess(manifest: list[dict], params: dict[str, Any], out_dir: Path, workers: int = 0) -> tuple[list[dict], list[dict]]:
+def preprocess(
+    manifest: list[dict], params: dict[str, Any], out_dir: Path, workers: int = 0
+) -> tuple[list[dict], list[dict]]:
     """Tokenize every manifest row (dicts with rel_path, path, ...) into a store at out_dir.
 
     Returns (index rows, rejected rows)."""
     rep = representations.from_params(params)
     config_items = tuple(sorted(rep.config().items()))
-    limits = {k: params[k] for k in ("max_file_mb", "max_notes", "max_duration_s", "drums")}
+    limits = {k: params[k] for k in ("max_file_mb", "max_notes", "max_duration_s", "timeout_s", "drums")}
     meta = {}
     for row in manifest:  # first row wins if a path is listed twice
         meta.setdefault(row["rel_path"], {k: v for k, v in row.items() if k not in ("rel_path", "path", "size")})

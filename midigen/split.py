@@ -12,7 +12,14 @@ import numpy as np
 import pandas as pd
 
 SPLITS = ("train", "val", "test")
-_METADATA_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+_METADATA_NAMES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+}
 
 
 def unit_hash(seed: int, key: str) -> float:
@@ -40,7 +47,9 @@ def metadata_splits(values: pd.Series) -> np.ndarray | None:
     return mapped.to_numpy(dtype=object)
 
 
-def make_split(index: pd.DataFrame, val_ratio: float, test_ratio: float, seed: int, from_metadata: bool) -> tuple[pd.DataFrame, str]:
+def make_split(
+    index: pd.DataFrame, val_ratio: float, test_ratio: float, seed: int, from_metadata: bool
+) -> tuple[pd.DataFrame, str]:
     """(table of rel_path -> split, a word on where the split came from)."""
     split = None
     how = f"hash of path (seed {seed})"

@@ -15,7 +15,6 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -72,7 +71,11 @@ class TokenStore:
             raise DataError(f"{self.path / 'vocab.json'}: tokens do not match its representation config")
         self.index = pd.read_csv(self.path / "index.csv", keep_default_na=False, na_values=[""])
         size = (self.path / "tokens.bin").stat().st_size // TOKEN_DTYPE.itemsize
-        self.tokens = np.memmap(self.path / "tokens.bin", dtype=TOKEN_DTYPE, mode="r", shape=(size,)) if size else np.zeros(0, TOKEN_DTYPE)
+        self.tokens = (
+            np.memmap(self.path / "tokens.bin", dtype=TOKEN_DTYPE, mode="r", shape=(size,))
+            if size
+            else np.zeros(0, TOKEN_DTYPE)
+        )
 
     def __len__(self) -> int:
         return len(self.index)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,32 @@ class Run:
         self._mlflow.set_tags(tags)
 
 
+def _ensure_experiment() -> None:
+    import mlflow
+
+    if mlflow.get_experiment_by_name(EXPERIMENT) is None and not os.environ.get("MLFLOW_TRACKING_URI"):
+        try:
+            mlflow.create_experiment(EXPERIMENT, artifact_location=(repo_root() / "mlartifacts").as_uri())
+        except Exception:
+            # another experiment of a parallel queue created it first: fine if it exists now
+            if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+                raise
+    mlflow.set_experiment(EXPERIMENT)
+
+
+def _with_retries(fn, attempts: int = 6, delay_s: float = 0.5):
+    """Parallel experiments share one SQLite file: creating its tables or the experiment can race.
+    SQLite waits for locks itself (MLflow sets busy_timeout); this covers what is left."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:
+            if attempt == attempts - 1:
+                raise
+            print(f"mlflow: retrying after {type(exc).__name__} ({attempt + 1}/{attempts - 1})")
+            time.sleep(delay_s * (2**attempt))
+
+
 @contextmanager
 def start_run(params: dict[str, Any], tags: dict[str, str]):
     """Open an MLflow run; it ends FINISHED, FAILED, or KILLED (on Ctrl-C), never left running."""
@@ -71,11 +98,9 @@ def start_run(params: dict[str, Any], tags: dict[str, str]):
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(tracking_uri())
-    if mlflow.get_experiment_by_name(EXPERIMENT) is None and not os.environ.get("MLFLOW_TRACKING_URI"):
-        mlflow.create_experiment(EXPERIMENT, artifact_location=(repo_root() / "mlartifacts").as_uri())
-    mlflow.set_experiment(EXPERIMENT)
+    _with_retries(_ensure_experiment)
     exp_name = os.environ.get("DVC_EXP_NAME")
-    run = mlflow.start_run(run_name=exp_name or None)
+    run = _with_retries(lambda: mlflow.start_run(run_name=exp_name or None))
     status = "FAILED"
     try:
         mlflow.log_params({k: str(v)[:500] for k, v in flatten(params).items()})

@@ -130,16 +130,20 @@ def train_model(
     start_epoch = 0
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     best_val = float("inf")
-    resumed = _try_resume(last_path, run_fp, model, optimizer, sampler, history, tp["epochs"])
+    best_state: dict[str, torch.Tensor] = {}
+    resumed = _try_resume(last_path, run_fp, model, optimizer, sampler, history, tp["epochs"], best_state)
     if resumed:
         start_epoch = resumed
         best_val = history.best()["val_loss"]
 
-    def payload(epoch: int, with_optimizer: bool) -> dict:
+    def weights() -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+    def payload(epoch: int, with_optimizer: bool, state: dict[str, torch.Tensor] | None = None) -> dict:
         ckpt = {
             "format": 1,
             "model": {"kind": mp["kind"], **model.config_dict()},
-            "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "model_state": state if state is not None else weights(),
             "representation": rep.config(),
             "vocab": rep.vocab,
             "epoch": epoch,
@@ -148,6 +152,8 @@ def train_model(
             "data_fingerprint": data_fingerprint,
         }
         if with_optimizer:
+            # the best weights travel with last.pt: a resumed run must still write the true best.pt
+            ckpt["best_model_state"] = best_state
             ckpt["optimizer_state"] = optimizer.state_dict()
             ckpt["sampler_state"] = json.dumps(sampler.get_state())
             ckpt["torch_rng"] = torch.get_rng_state()
@@ -180,7 +186,9 @@ def train_model(
             ep_loss += loss.item() * n_tok
             ep_tokens += n_tok
             elapsed = time.perf_counter() - ep_t0
-            bar.set_postfix(loss=f"{ep_loss / ep_tokens:.3f}", tok_s=f"{ep_tokens / max(elapsed, 1e-9):,.0f}", lr=f"{lr:.2e}")
+            bar.set_postfix(
+                loss=f"{ep_loss / ep_tokens:.3f}", tok_s=f"{ep_tokens / max(elapsed, 1e-9):,.0f}", lr=f"{lr:.2e}"
+            )
             if time_budget_s is not None and train_time + elapsed > time_budget_s:
                 break
         bar.close()
@@ -202,7 +210,8 @@ def train_model(
         improved = val_loss < best_val
         if improved:
             best_val = val_loss
-            save_checkpoint(best_path, payload(epoch, with_optimizer=False))
+            best_state = weights()
+            save_checkpoint(best_path, payload(epoch, with_optimizer=False, state=best_state))
         save_checkpoint(last_path, payload(epoch, with_optimizer=True))
         print(
             f"epoch {epoch}: train {train_loss:.4f} (ppl {row['train_perplexity']:.2f})  "
@@ -212,8 +221,8 @@ def train_model(
             on_epoch(row)
         if time_budget_s is not None and train_time > time_budget_s:
             break
-    if not best_path.exists():  # resumed after the last epoch had already finished
-        save_checkpoint(best_path, payload(history.best()["epoch"], with_optimizer=False))
+    if not best_path.exists():  # resumed, and no epoch after the resume beat the earlier best
+        save_checkpoint(best_path, payload(history.best()["epoch"], with_optimizer=False, state=best_state))
     return TrainResult(
         history=history,
         best_path=best_path,
@@ -224,7 +233,9 @@ def train_model(
     )
 
 
-def _try_resume(path: Path, run_fp: str, model, optimizer, sampler, history: History, epochs: int) -> int:
+def _try_resume(
+    path: Path, run_fp: str, model, optimizer, sampler, history: History, epochs: int, best_state: dict
+) -> int:
     """Restore from last.pt when it belongs to this very run and is unfinished; return its epoch."""
     if not path.exists():
         return 0
@@ -233,9 +244,15 @@ def _try_resume(path: Path, run_fp: str, model, optimizer, sampler, history: His
     except Exception as exc:
         print(f"warning: ignoring unreadable {path} ({exc}); starting from scratch")
         return 0
-    if ckpt.get("run_fingerprint") != run_fp or "optimizer_state" not in ckpt or ckpt["epoch"] >= epochs:
+    if (
+        ckpt.get("run_fingerprint") != run_fp
+        or "optimizer_state" not in ckpt
+        or "best_model_state" not in ckpt
+        or ckpt["epoch"] >= epochs
+    ):
         return 0
     model.load_state_dict(ckpt["model_state"])
+    best_state.update(ckpt["best_model_state"])
     optimizer.load_state_dict(ckpt["optimizer_state"])
     sampler.set_state(json.loads(ckpt["sampler_state"]))
     torch.set_rng_state(ckpt["torch_rng"])

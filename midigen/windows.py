@@ -17,7 +17,7 @@ def split_tokens(store: TokenStore, split: pd.DataFrame, name: str) -> np.ndarra
     chosen = store.index[store.index["rel_path"].map(names).eq(name)]
     if chosen.empty:
         raise DataError(f"the {name} split is empty (data/split.csv); add pieces or change split ratios")
-    parts = [store.tokens[o : o + n] for o, n in zip(chosen["offset"], chosen["length"])]
+    parts = [store.tokens[o : o + n] for o, n in zip(chosen["offset"], chosen["length"], strict=True)]
     return np.concatenate(parts).astype(np.int64)
 
 
@@ -43,9 +43,7 @@ class WindowSampler:
             self._is_note = np.zeros(n, dtype=bool)
             self._pitch = np.zeros(n, dtype=np.int64)
             self._is_note[rep.on_base : rep.shift_base] = True
-            self._pitch[rep.on_base : rep.shift_base] = np.tile(
-                np.arange(rep.pitch_min, rep.pitch_max + 1), 2
-            )
+            self._pitch[rep.on_base : rep.shift_base] = np.tile(np.arange(rep.pitch_min, rep.pitch_max + 1), 2)
 
     def batches_per_epoch(self) -> int:
         return max(1, (self.stream.shape[0] - 1) // (self.seq_len * self.batch_size))

@@ -23,12 +23,18 @@ def main() -> None:
     ev = params["evaluate"]
     data = load_split_data()
     model, rep, device = load_for_sampling("models/best.pt", params["train"]["device"])
-    test_nll = evaluate_loss(model, data.stream("test", fallbacks=("val", "train")), params["train"]["seq_len"], 32, device)
+    test_nll = evaluate_loss(
+        model, data.stream("test", fallbacks=("val", "train")), params["train"]["seq_len"], 32, device
+    )
 
     test_rows = data.pieces("test", fallbacks=("val", "train")).head(ev["max_test_pieces"])
-    test_ids = [data.store.tokens[o : o + n].astype(np.int64) for o, n in zip(test_rows["offset"], test_rows["length"])]
+    spans = zip(test_rows["offset"], test_rows["length"], strict=True)
+    test_ids = [data.store.tokens[o : o + n].astype(np.int64) for o, n in spans]
     test_notes = [rep.decode(i) for i in test_ids]
-    gen_ids = [rep.tokens_to_ids(p.read_text(encoding="utf-8").split()).astype(np.int64) for p in sorted(GENERATED.glob("*.txt"))]
+    gen_ids = [
+        rep.tokens_to_ids(p.read_text(encoding="utf-8").split()).astype(np.int64)
+        for p in sorted(GENERATED.glob("*.txt"))
+    ]
     gen_notes = [rep.decode(i) for i in gen_ids]
 
     distance = metrics.set_distance(gen_notes, test_notes)
@@ -48,8 +54,10 @@ def main() -> None:
         [{"feature": k, "overlap": v["overlap"], "kl": v["kl"]} for k, v in distance.items()],
         ["feature", "overlap", "kl"],
     )
-    print(f"evaluate: test NLL {test_nll:.4f} nats/token (ppl {perplexity(test_nll):.2f}), "
-          f"distribution score {result['distribution_score']:.3f} (1 = like the test pieces)")
+    print(
+        f"evaluate: test NLL {test_nll:.4f} nats/token (ppl {perplexity(test_nll):.2f}), "
+        f"distribution score {result['distribution_score']:.3f} (1 = like the test pieces)"
+    )
     for key in ("pitch_class_entropy", "note_density", "ngram_repetition"):
         g, t = result["generated"][key], result["test"][key]
         print(f"  {key:20s} generated {g['mean']:.3f} ± {g['std']:.3f}   test {t['mean']:.3f} ± {t['std']:.3f}")

@@ -15,8 +15,14 @@ def main() -> None:
     g = params["generate"]
     t0 = time.perf_counter()
     seqs, rep = sample_ids(
-        "models/best.pt", g["num_files"], g["max_steps"], g["temperature"], g["top_k"], g["top_p"],
-        g["seed"], params["train"]["device"],
+        "models/best.pt",
+        g["num_files"],
+        g["max_steps"],
+        g["temperature"],
+        g["top_k"],
+        g["top_p"],
+        g["seed"],
+        params["train"]["device"],
     )
     paths = write_pieces(seqs, rep, OUT)
     n_tok = sum(len(s) for s in seqs)

@@ -27,7 +27,12 @@ def main() -> None:
     logged = {k: params[k] for k in ("data", "preprocess", "split", "model", "train")}
     with start_run(logged, tags) as run:
         result = train_model(
-            rep, train_stream, val_stream, params, MODELS, data_fp,
+            rep,
+            train_stream,
+            val_stream,
+            params,
+            MODELS,
+            data_fp,
             on_epoch=lambda row: run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"]),
         )
         best = result.history.best()

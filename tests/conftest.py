@@ -74,3 +74,77 @@ def random_melody(seed: int, n: int = 24) -> list[tuple[int, float, float]]:
         out.append((int(rng.integers(48, 84)), t, t + dur))
         t += float(rng.uniform(0.05, 0.5))
     return out
+
+
+# -- train / generate / evaluate ("Event-token LSTM") ------------------------------------------
+
+#: the piano range of params.yaml, so token ids match what the pipeline produces
+PITCH_MIN, PITCH_MAX = 21, 108
+
+#: a model and a training run small enough for a few seconds on one CPU core
+TINY_MODEL = {"kind": "lstm", "emb_dim": 16, "hidden_dim": 32, "num_layers": 1, "dropout": 0.0}
+TINY_TRAIN = {
+    "epochs": 2,
+    "batch_size": 4,
+    "seq_len": 32,
+    "lr": 0.003,
+    "weight_decay": 0.01,
+    "grad_clip": 1.0,
+    "schedule": "cosine",
+    "warmup_steps": 5,
+    "transpose": 0,
+    "seed": 42,
+    "device": "cpu",
+    # one thread: fast on a busy 2-core machine (OpenMP threads otherwise fight over the cores)
+    "threads": 1,
+}
+
+
+def tiny_params(model: dict | None = None, **train) -> dict:
+    """params["model"] and params["train"] for train_model, with train keys overridden."""
+    return {"model": {**TINY_MODEL, **(model or {})}, "train": {**TINY_TRAIN, **train}}
+
+
+@pytest.fixture(scope="session")
+def event_rep():
+    from midigen.representations import EventRepresentation
+
+    return EventRepresentation(0.05, 100, 0, PITCH_MIN, PITCH_MAX)
+
+
+@pytest.fixture(scope="session")
+def chorale_ids(chorale_paths, event_rep) -> list[np.ndarray]:
+    """Each session chorale encoded as the pipeline would (<BOS> ... <EOS>), as int64 ids."""
+    from midigen.midi_io import read_notes
+
+    return [event_rep.encode(read_notes(p)).astype(np.int64) for p in chorale_paths]
+
+
+@pytest.fixture(scope="session")
+def chorale_streams(chorale_ids) -> tuple[np.ndarray, np.ndarray]:
+    """(train stream, val stream): four chorales back to back, and the fifth."""
+    return np.concatenate(chorale_ids[:4]), chorale_ids[4]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, chorale_streams, event_rep):
+    """One tiny train_model run on the chorales: (out_dir, TrainResult, params)."""
+    from midigen.train import train_model
+
+    out_dir = tmp_path_factory.mktemp("trained")
+    params = tiny_params()
+    train, val = chorale_streams
+    result = train_model(event_rep, train, val, params, out_dir, data_fingerprint="chorales")
+    return out_dir, result, params
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Torch on one CPU thread for a module: tiny models run faster than with threads that
+    compete for 2 busy cores, and results do not depend on the machine's core count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

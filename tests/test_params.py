@@ -25,6 +25,7 @@ GOOD = {
         "max_file_mb": 10,
         "max_notes": 200000,
         "max_duration_s": 3600,
+        "timeout_s": 30,
     },
     "split": {"val_ratio": 0.1, "test_ratio": 0.1, "seed": 1234, "from_metadata": True},
 }

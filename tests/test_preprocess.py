@@ -28,6 +28,7 @@ PARAMS = {
     "max_file_mb": 10,
     "max_notes": 200000,
     "max_duration_s": 3600,
+    "timeout_s": 30,
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise DataError(f"{path}: not a readable midigen checkpoint ({type(exc).__name__}: {exc})"[:300]) from None
+        # torch's own message spans many lines (with terminal colours): keep its first real line
+        lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in str(exc).splitlines()]
+        first = next((ln for ln in lines if ln), type(exc).__name__)
+        raise DataError(f"{path}: not a readable midigen checkpoint ({first})"[:300]) from None
     if not isinstance(ckpt, dict) or "model_state" not in ckpt or "model" not in ckpt:
         raise DataError(f"{path}: not a midigen checkpoint (missing model config or weights)")
     return ckpt
