@@ -110,6 +110,7 @@ class ChainLM(LSTMLM):
         self.table = torch.nn.functional.one_hot(nxt, VOCAB).float() * 20.0
 
     def forward(self, x, state=None):
+        _, state = super().forward(x, state)  # a real LSTM state, so generate may slice it per row
         return self.table[x], state
 
 
@@ -266,22 +267,12 @@ def test_load_checkpoint_rejects_anything_but_a_midigen_checkpoint_with_data_err
         torch.save({"model": good["model"], "vocab": good["vocab"]}, path)
     with pytest.raises(DataError) as info:
         load_checkpoint(path)
-    assert str(path) in str(info.value)
-    assert not marker.exists(), "loading a checkpoint ran code stored in it"
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: load_checkpoint copies torch's multi-line weights_only error (with ANSI escapes) into "
-    "DataError, so `error: ...` from the CLI/stages spans several lines",
-)
-def test_the_error_for_a_checkpoint_holding_objects_is_one_plain_line(tmp_path, event_rep):
-    path = tmp_path / "objects.pt"
-    torch.save({**payload(tiny_lstm(vocab=len(event_rep.vocab)), event_rep), "extra": Arbitrary()}, path)
-    with pytest.raises(DataError) as info:
-        load_checkpoint(path)
     message = str(info.value)
+    assert str(path) in message
+    # the CLI and the stages print it as `error: <message>`: one plain line (torch's own message
+    # for a refused object spans many lines with terminal colour codes)
     assert "\n" not in message and "\x1b" not in message, message
+    assert not marker.exists(), "loading a checkpoint ran code stored in it"
 
 
 def test_load_checkpoint_of_a_missing_file_says_how_to_make_one(tmp_path):

@@ -76,26 +76,29 @@ class LSTMLM(nn.Module):
         if common > 1:
             _, state = self(prompt[:, : common - 1], state)
         x = prompt[:, common - 1 : common]
-        done = torch.zeros(batch, dtype=torch.bool, device=device)
+        live = torch.arange(batch, device=device)  # original row of each row still running
         produced = torch.zeros(batch, dtype=torch.long, device=device)
         pos = common - 1
-        steps, kept = [], []
-        while True:
+        rows_log, ids_log = [], []
+        while live.numel():
             logits, state = self(x, state)
             pos += 1
             nxt = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator, greedy)
-            in_prompt = lengths > pos
+            in_prompt = lengths[live] > pos
             if in_prompt.any():
-                nxt = torch.where(in_prompt, prompt[:, min(pos, max_len - 1)], nxt)
-            sampling = ~in_prompt & ~done
-            steps.append(nxt)
-            kept.append(sampling)
-            produced += sampling.long()
-            done |= sampling & (nxt == eos_id)
-            done |= produced >= max_steps
-            if bool(done.all()):
-                break
+                nxt = torch.where(in_prompt, prompt[live, min(pos, max_len - 1)], nxt)
+            sampling = ~in_prompt
+            rows_log.append(live[sampling])
+            ids_log.append(nxt[sampling])
+            produced[live] += sampling.long()
+            finished = sampling & ((nxt == eos_id) | (produced[live] >= max_steps))
+            if finished.any():  # drop finished rows so the batch only computes what is still wanted
+                keep = ~finished
+                live, nxt = live[keep], nxt[keep]
+                state = tuple(s[:, keep] for s in state)
             x = nxt.unsqueeze(1)
-        new = torch.stack(steps, 1).cpu()
-        mask = torch.stack(kept, 1).cpu()
-        return [list(p) + new[i][mask[i]].tolist() for i, p in enumerate(prompts)]
+        rows = torch.cat(rows_log).cpu()
+        ids = torch.cat(ids_log).cpu()
+        order = torch.sort(rows, stable=True).indices  # log is in step order: keep it per row
+        per_row = torch.split(ids[order], torch.bincount(rows, minlength=batch).tolist())
+        return [list(p) + t.tolist() for p, t in zip(prompts, per_row, strict=True)]

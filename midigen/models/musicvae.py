@@ -1,0 +1,267 @@
+"""MusicVAE (Roberts et al. 2018, arXiv:1803.05428): a bidirectional-LSTM encoder to a Gaussian
+latent z, and a hierarchical ("conductor") or flat LSTM decoder back to one token per step.
+
+Input is a batch of fixed-length windows of step ids (B, T) with T = bars * steps_per_bar, as cut
+by midigen.representations.grid. Losses are in nats; KL is per example, summed over z dims.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from midigen.sampling import sample_next
+
+#: keeps log(sigma) finite when softplus underflows
+_MIN_SIGMA = 1e-6
+
+
+@dataclass
+class MusicVAEConfig:
+    num_classes: int
+    steps_per_bar: int = 16
+    bars: int = 4
+    z_dim: int = 256
+    enc_hidden: int = 512
+    enc_layers: int = 2
+    conductor_hidden: int = 256
+    conductor_layers: int = 2
+    dec_hidden: int = 256
+    dec_layers: int = 2
+    #: input embedding size; 0 = one-hot inputs (what Magenta feeds), start token = zeros
+    emb_dim: int = 64
+    #: "hierarchical" (conductor + one decoder pass per bar) or "flat" (one LSTM over all steps)
+    decoder: str = "hierarchical"
+    #: between stacked LSTM layers
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        if self.decoder not in ("hierarchical", "flat"):
+            raise ValueError(f"decoder must be 'hierarchical' or 'flat', got {self.decoder!r}")
+
+    @property
+    def seq_len(self) -> int:
+        """Steps per window."""
+        return self.bars * self.steps_per_bar
+
+
+def _lstm(input_size: int, hidden: int, layers: int, dropout: float, bidirectional: bool = False) -> nn.LSTM:
+    return nn.LSTM(
+        input_size,
+        hidden,
+        num_layers=layers,
+        batch_first=True,
+        dropout=dropout if layers > 1 else 0.0,
+        bidirectional=bidirectional,
+    )
+
+
+class _InitialState(nn.Module):
+    """A vector -> tanh(Linear) -> (h, c) for every layer of an LSTM, each (layers, B, hidden)."""
+
+    def __init__(self, in_dim: int, hidden: int, layers: int):
+        super().__init__()
+        self.hidden, self.layers = hidden, layers
+        self.proj = nn.Linear(in_dim, 2 * layers * hidden)
+
+    def forward(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        s = torch.tanh(self.proj(v)).view(v.shape[0], 2, self.layers, self.hidden)
+        return s[:, 0].transpose(0, 1).contiguous(), s[:, 1].transpose(0, 1).contiguous()
+
+
+class MusicVAE(nn.Module):
+    kind = "musicvae"
+
+    def __init__(self, config: MusicVAEConfig):
+        super().__init__()
+        self.config = c = config
+        n = c.num_classes
+        # row n is the start token fed before the first step
+        if c.emb_dim > 0:
+            self.embed = nn.Embedding(n + 1, c.emb_dim)
+            in_dim = c.emb_dim
+        else:
+            self.embed = nn.Embedding.from_pretrained(torch.cat([torch.eye(n), torch.zeros(1, n)]), freeze=True)
+            in_dim = n
+        self.start_id = n
+
+        self.encoder = _lstm(in_dim, c.enc_hidden, c.enc_layers, c.dropout, bidirectional=True)
+        self.to_mu = nn.Linear(2 * c.enc_hidden, c.z_dim)
+        self.to_sigma = nn.Linear(2 * c.enc_hidden, c.z_dim)
+
+        if c.decoder == "hierarchical":
+            self.conductor_init = _InitialState(c.z_dim, c.conductor_hidden, c.conductor_layers)
+            # zero inputs: the conductor is driven by its initial state alone, as in Magenta
+            self.conductor = _lstm(1, c.conductor_hidden, c.conductor_layers, c.dropout)
+            cond_dim = c.conductor_hidden
+        else:
+            cond_dim = c.z_dim
+        self.decoder_init = _InitialState(cond_dim, c.dec_hidden, c.dec_layers)
+        self.decoder = _lstm(in_dim + cond_dim, c.dec_hidden, c.dec_layers, c.dropout)
+        self.head = nn.Linear(c.dec_hidden, n)
+
+    def config_dict(self) -> dict:
+        return asdict(self.config)
+
+    # -- encoder ----------------------------------------------------------------------------
+
+    def _check(self, x: torch.Tensor) -> None:
+        if x.dim() != 2 or x.shape[1] != self.config.seq_len:
+            raise ValueError(f"expected ids of shape (batch, {self.config.seq_len}), got {tuple(x.shape)}")
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """ids (B, T) -> (mu, sigma), each (B, z_dim): the posterior q(z|x) = N(mu, diag(sigma^2))."""
+        self._check(x)
+        _, (h, _) = self.encoder(self.embed(x))
+        # h: (layers * 2, B, H); the last two rows are the top layer's forward and backward states
+        top = torch.cat([h[-2], h[-1]], dim=-1)
+        return self.to_mu(top), F.softplus(self.to_sigma(top)) + _MIN_SIGMA
+
+    # -- decoder ----------------------------------------------------------------------------
+
+    def _bar_embeddings(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, z_dim) -> one conductor output per bar (B, bars, conductor_hidden)."""
+        zeros = z.new_zeros(z.shape[0], self.config.bars, 1)
+        out, _ = self.conductor(zeros, self.conductor_init(z))
+        return out
+
+    def _teacher_forced(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Logits (B, T, num_classes) with the true previous token as every input."""
+        c = self.config
+        b = x.shape[0]
+        prev = torch.cat([x.new_full((b, 1), self.start_id), x[:, :-1]], dim=1)
+        inp = self.embed(prev)
+        if c.decoder == "flat":
+            cond = z.unsqueeze(1).expand(b, c.seq_len, z.shape[-1])
+            out, _ = self.decoder(torch.cat([inp, cond], dim=-1), self.decoder_init(z))
+            return self.head(out)
+        bar_emb = self._bar_embeddings(z)  # (B, bars, C)
+        # fold bars into the batch: every bar is decoded in parallel from its own embedding; the
+        # first input of a bar is the last token of the bar before, as when sampling
+        bar_emb = bar_emb.reshape(b * c.bars, -1)
+        inp = inp.reshape(b * c.bars, c.steps_per_bar, -1)
+        cond = bar_emb.unsqueeze(1).expand(-1, c.steps_per_bar, -1)
+        out, _ = self.decoder(torch.cat([inp, cond], dim=-1), self.decoder_init(bar_emb))
+        return self.head(out).reshape(b, c.seq_len, -1)
+
+    def sample_z(self, mu: torch.Tensor, sigma: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """z = mu + sigma * eps, eps ~ N(0, I) (reparameterised, so gradients reach mu and sigma)."""
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        return mu + sigma * eps
+
+    def forward(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """ids (B, T) -> (teacher-forced logits (B, T, num_classes), mu, sigma); z is sampled."""
+        mu, sigma = self.encode(x)
+        return self._teacher_forced(x, self.sample_z(mu, sigma, generator)), mu, sigma
+
+    def loss(
+        self, x: torch.Tensor, beta: float = 1.0, free_bits: float = 0.0, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The negative ELBO with Magenta's free bits, in nats.
+
+        recon: cross-entropy summed over steps, averaged over the batch.
+        kl: KL(N(mu, sigma^2) || N(0, I)) summed over z dims, averaged over the batch.
+        loss = recon + beta * mean over examples of max(kl_example - free_bits * ln 2, 0): the
+        first free_bits bits of each example's KL cost nothing (Magenta's `free_bits` hparam).
+        accuracy: fraction of steps whose teacher-forced argmax is the true token.
+        """
+        logits, mu, sigma = self(x, generator)
+        b = x.shape[0]
+        recon = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x.reshape(-1), reduction="sum") / b
+        kl_each = (0.5 * (mu.pow(2) + sigma.pow(2) - 1.0) - torch.log(sigma)).sum(-1)
+        kl_cost = torch.clamp(kl_each - free_bits * math.log(2.0), min=0.0).mean()
+        accuracy = (logits.argmax(-1) == x).float().mean()
+        return {
+            "loss": recon + beta * kl_cost,
+            "recon": recon,
+            "kl": kl_each.mean(),
+            "accuracy": accuracy.detach(),
+        }
+
+    @torch.no_grad()
+    def decode(
+        self, z: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """z (B, z_dim) -> ids (B, T), sampled step by step from the model's own outputs.
+
+        temperature 0 takes the argmax. The previous token is carried across bar lines. Runs in
+        eval mode (no dropout) and restores the module's mode afterwards.
+        """
+        c = self.config
+        was_training = self.training
+        self.eval()
+        try:
+            b = z.shape[0]
+            prev = torch.full((b,), self.start_id, dtype=torch.long, device=z.device)
+            out = torch.empty(b, c.seq_len, dtype=torch.long, device=z.device)
+            if c.decoder == "flat":
+                conds, span = z.unsqueeze(1), c.seq_len
+            else:
+                conds, span = self._bar_embeddings(z), c.steps_per_bar
+            t = 0
+            for k in range(conds.shape[1]):
+                cond = conds[:, k]
+                state = self.decoder_init(cond)
+                for _ in range(span):
+                    inp = torch.cat([self.embed(prev), cond], dim=-1).unsqueeze(1)
+                    h, state = self.decoder(inp, state)
+                    prev = sample_next(self.head(h[:, 0]), temperature, generator=generator)
+                    out[:, t] = prev
+                    t += 1
+            return out
+        finally:
+            self.train(was_training)
+
+    @torch.no_grad()
+    def reconstruct(
+        self,
+        x: torch.Tensor,
+        temperature: float = 0.0,
+        generator: torch.Generator | None = None,
+        sample_z: bool = False,
+    ) -> torch.Tensor:
+        """ids (B, T) -> ids (B, T): encode, then decode free-running from mu (or a sampled z)."""
+        mu, sigma = self.encode(x)
+        z = self.sample_z(mu, sigma, generator) if sample_z else mu
+        return self.decode(z, temperature, generator)
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation between a and b (..., D) at t in [0, 1] (t=0 gives a, t=1 gives b).
+
+    The direction moves along the great circle and the norm changes linearly, so for vectors of
+    equal norm this is the classic slerp (Shoemake 1985; Magenta's music_vae). Rows whose vectors
+    are parallel, anti-parallel or zero fall back to linear interpolation.
+    """
+    t = float(t)
+    na = a.norm(dim=-1, keepdim=True)
+    nb = b.norm(dim=-1, keepdim=True)
+    ua = a / na.clamp_min(1e-12)
+    ub = b / nb.clamp_min(1e-12)
+    cos = (ua * ub).sum(-1, keepdim=True).clamp(-1.0, 1.0)
+    omega = torch.acos(cos)
+    so = torch.sin(omega)
+    ok = (so > 1e-6) & (na > 1e-12) & (nb > 1e-12)
+    so_safe = torch.where(ok, so, torch.ones_like(so))
+    direction = (torch.sin((1.0 - t) * omega) * ua + torch.sin(t * omega) * ub) / so_safe
+    spherical = ((1.0 - t) * na + t * nb) * direction
+    linear = (1.0 - t) * a + t * b
+    return torch.where(ok, spherical, linear)
+
+
+def interpolate(mu_a: torch.Tensor, mu_b: torch.Tensor, steps: int) -> torch.Tensor:
+    """`steps` points from mu_a to mu_b by slerp, both ends included: (steps, *mu_a.shape)."""
+    if steps < 2:
+        raise ValueError(f"steps must be >= 2 to include both ends, got {steps}")
+    return torch.stack([slerp(mu_a, mu_b, i / (steps - 1)) for i in range(steps)])
+
+
+def beta_schedule(step: int, max_beta: float, beta_rate: float) -> float:
+    """KL weight at a training step: max_beta * (1 - beta_rate ** step), rising from 0 (Magenta)."""
+    return max_beta * (1.0 - beta_rate**step)

@@ -1,0 +1,411 @@
+"""Fixed-grid representations for MusicVAE: one token per 16th-note step, windows of whole bars.
+
+Unlike the event tokens (`events.py`), a grid token stands for a span of musical time, so pieces
+are read in ticks and put on a grid of `steps_per_quarter` steps per quarter note (4 = 16ths)
+counted from the start of the file; bar lines fall every `4 * steps_per_quarter` steps. Tempo
+changes therefore do not move anything on the grid, and decoding needs a tempo to give seconds.
+
+Both representations accept 4/4 only (a file without a time signature counts as 4/4), as
+Magenta's MusicVAE drum and 2-bar/16-bar melody presets do: other meters would put bar lines
+where the windows do not expect them. There is no <PAD>/<BOS>/<EOS>: every window has the same
+length and every id is a step.
+
+Units: `*_step` values are integer grid steps (16ths by default), `tempo_bpm` is quarter notes
+per minute, `*_s` values are seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from midigen.errors import MidiError
+from midigen.midi_io import NOTE_DTYPE, empty_notes
+
+#: One row per note of a `GridPiece`, times in grid steps from the start of the file.
+GRID_NOTE_DTYPE = np.dtype(
+    [
+        ("onset_step", "i8"),
+        ("offset_step", "i8"),
+        ("pitch", "i2"),
+        ("velocity", "i2"),
+        ("program", "i2"),
+        ("is_drum", "?"),
+    ]
+)
+
+#: One row per time-signature event, its position in grid steps.
+TIME_SIGNATURE_DTYPE = np.dtype([("step", "i8"), ("numerator", "i2"), ("denominator", "i2")])
+
+DEFAULT_TEMPO_BPM = 120.0
+DEFAULT_VELOCITY = 100
+
+
+@dataclass(frozen=True)
+class GridPiece:
+    """The notes of one MIDI file on a step grid, plus what is needed to cut bars.
+
+    notes: GRID_NOTE_DTYPE rows sorted by onset step then pitch; offset_step > onset_step always.
+    time_signatures: TIME_SIGNATURE_DTYPE rows in file order (empty: no meta event in the file).
+    tempo_bpm: the first tempo of the file in quarter notes per minute (120 when it has none).
+    """
+
+    path: str
+    notes: np.ndarray
+    time_signatures: np.ndarray
+    tempo_bpm: float
+    steps_per_quarter: int
+
+
+def _ticks_to_steps(ticks: np.ndarray, steps_per_quarter: int, tpq: int) -> np.ndarray:
+    """round(tick * steps_per_quarter / tpq) in exact integer arithmetic, halves rounded up."""
+    ticks = np.asarray(ticks, dtype=np.int64)
+    return (2 * ticks * steps_per_quarter + tpq) // (2 * tpq)
+
+
+def read_grid_notes(path: str | Path, steps_per_quarter: int = 4, max_notes: int | None = None) -> GridPiece:
+    """Every note of every track of a MIDI file on a grid of `steps_per_quarter` steps per quarter.
+
+    Onsets and offsets are rounded to the nearest step; a note shorter than half a step still
+    lasts one step. Raises MidiError with the reason when the file cannot be parsed, has an
+    invalid ticks-per-quarter, or holds more than max_notes notes.
+    """
+    from symusic import Score
+
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise MidiError(path, "empty file")
+        score = Score(str(path), ttype="tick")
+    except MidiError:
+        raise
+    except OSError as exc:
+        raise MidiError(path, f"cannot read ({exc.strerror or exc})") from None
+    except Exception as exc:  # symusic raises RuntimeError/ValueError with a parser message
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MidiError(path, f"not a readable MIDI file ({msg})") from None
+    tpq = int(score.ticks_per_quarter)
+    if tpq <= 0:
+        raise MidiError(path, f"invalid ticks-per-quarter {tpq}")
+
+    cols, meta, total = [], [], 0
+    for track in score.tracks:
+        c = track.notes.numpy()
+        n = c["time"].shape[0]
+        if n == 0:
+            continue
+        total += n
+        if max_notes is not None and total > max_notes:
+            raise MidiError(path, f"more than {max_notes} notes (preprocess.max_notes)")
+        cols.append(c)
+        meta.append((n, track.program, track.is_drum))
+    notes = np.zeros(total, dtype=GRID_NOTE_DTYPE)
+    if cols:
+        start_t = np.concatenate([c["time"] for c in cols]).astype(np.int64)
+        end_t = start_t + np.concatenate([c["duration"] for c in cols]).astype(np.int64)
+        onset = _ticks_to_steps(start_t, steps_per_quarter, tpq)
+        notes["onset_step"] = onset
+        notes["offset_step"] = np.maximum(_ticks_to_steps(end_t, steps_per_quarter, tpq), onset + 1)
+        notes["pitch"] = np.concatenate([c["pitch"] for c in cols]).astype(np.int16) & 0x7F
+        notes["velocity"] = np.concatenate([c["velocity"] for c in cols]).astype(np.int16) & 0x7F
+        counts = [m[0] for m in meta]
+        notes["program"] = np.repeat([m[1] for m in meta], counts)
+        notes["is_drum"] = np.repeat([m[2] for m in meta], counts)
+        notes = notes[np.lexsort((notes["pitch"], notes["onset_step"]))]
+
+    ts = score.time_signatures.numpy()
+    sigs = np.zeros(ts["time"].shape[0], dtype=TIME_SIGNATURE_DTYPE)
+    sigs["step"] = _ticks_to_steps(ts["time"], steps_per_quarter, tpq)
+    sigs["numerator"] = ts["numerator"]
+    sigs["denominator"] = ts["denominator"]
+
+    tempos = score.tempos.numpy()
+    tempo_bpm = 60e6 / float(tempos["mspq"][0]) if tempos["mspq"].shape[0] and tempos["mspq"][0] > 0 else None
+    return GridPiece(
+        path=str(path),
+        notes=notes,
+        time_signatures=sigs,
+        tempo_bpm=tempo_bpm or DEFAULT_TEMPO_BPM,
+        steps_per_quarter=int(steps_per_quarter),
+    )
+
+
+class GridRepresentation:
+    """The interface the grid representations share: pieces -> windows of step ids -> notes.
+
+    The vocabulary is fixed by the params alone; ids are uint16 like the token store's.
+    """
+
+    name: str = ""
+
+    def __init__(self, vocab: list[str], steps_per_quarter: int = 4):
+        if steps_per_quarter < 1:
+            raise ValueError(f"steps_per_quarter must be >= 1, got {steps_per_quarter}")
+        self.vocab = vocab
+        self.token_to_id = {t: i for i, t in enumerate(vocab)}
+        self.steps_per_quarter = int(steps_per_quarter)
+        #: 4/4 only, so a bar is always four quarters
+        self.steps_per_bar = 4 * self.steps_per_quarter
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.vocab)
+
+    def __len__(self) -> int:
+        return len(self.vocab)
+
+    def config(self) -> dict[str, Any]:
+        """The params that rebuild this representation (stored with data and checkpoints)."""
+        return {"name": self.name, "steps_per_quarter": self.steps_per_quarter}
+
+    def step_s(self, tempo_bpm: float) -> float:
+        """Length of one grid step in seconds at tempo_bpm quarter notes per minute."""
+        return 60.0 / float(tempo_bpm) / self.steps_per_quarter
+
+    def ids_to_tokens(self, ids) -> list[str]:
+        n = len(self.vocab)
+        return [self.vocab[int(i)] if 0 <= int(i) < n else f"<BAD:{int(i)}>" for i in ids]
+
+    def encode(self, piece: GridPiece) -> np.ndarray:
+        """The whole piece as one id per step from step 0 to its last bar line (uint16)."""
+        raise NotImplementedError
+
+    def windows(self, piece: GridPiece, bars: int, hop_bars: int) -> np.ndarray:
+        """Windows of `bars` bars starting on bar lines every `hop_bars` bars: (n, bars * steps_per_bar).
+
+        Only windows that lie inside the piece's bars are cut (the last bar is the one holding
+        the last event; no silent padding past it). Windows without enough content are skipped.
+        """
+        if bars < 1 or hop_bars < 1:
+            raise ValueError(f"bars and hop_bars must be >= 1, got {bars} and {hop_bars}")
+        grid = self.encode(piece)
+        width = bars * self.steps_per_bar
+        starts = np.arange(0, grid.shape[0] - width + 1, hop_bars * self.steps_per_bar)
+        if starts.size == 0:
+            return np.zeros((0, width), dtype=np.uint16)
+        out = grid[starts[:, None] + np.arange(width)]
+        out = self._window_starts(out, piece, starts)
+        return out[self._keep(out)]
+
+    def decode(self, ids: np.ndarray, tempo_bpm: float = DEFAULT_TEMPO_BPM) -> np.ndarray:
+        """Any id sequence -> notes (midigen.midi_io.NOTE_DTYPE, seconds at tempo_bpm)."""
+        raise NotImplementedError
+
+    # hooks for windows()
+    def _window_starts(self, windows: np.ndarray, piece: GridPiece, starts: np.ndarray) -> np.ndarray:
+        return windows
+
+    def _keep(self, windows: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def _check_meter(self, piece: GridPiece) -> None:
+        """MidiError unless every time signature is 4/4 (no time signature counts as 4/4).
+
+        The bar named in the reason counts from 1; every signature before it was 4/4, so it is
+        the step divided by four quarters.
+        """
+        sigs = piece.time_signatures
+        for step, num, den in sigs.tolist():
+            if (int(num), int(den)) != (4, 4):
+                bar = int(step) // (4 * piece.steps_per_quarter) + 1
+                raise MidiError(piece.path, f"not 4/4 (found {int(num)}/{int(den)} at bar {bar})")
+
+    def _steps(self, piece: GridPiece, notes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Onset and offset steps of `notes` on this representation's grid."""
+        if piece.steps_per_quarter != self.steps_per_quarter:
+            raise ValueError(
+                f"piece read with steps_per_quarter={piece.steps_per_quarter}, "
+                f"representation expects {self.steps_per_quarter}"
+            )
+        return notes["onset_step"].astype(np.int64), notes["offset_step"].astype(np.int64)
+
+    def _grid_length(self, last_step: int) -> int:
+        """Steps from 0 through the bar holding `last_step`, in whole bars."""
+        return (last_step // self.steps_per_bar + 1) * self.steps_per_bar
+
+
+# -- drums ------------------------------------------------------------------------------------
+
+#: Magenta's 9 drum classes (music_vae's reduced drum map); the first pitch is the one decoded.
+DRUM_CLASSES: tuple[tuple[str, tuple[int, ...]], ...] = (
+    ("kick", (36, 35)),
+    ("snare", (38, 27, 28, 31, 32, 33, 34, 37, 39, 40, 56, 65, 66, 75, 85)),
+    ("closed_hihat", (42, 44, 54, 68, 69, 70, 71, 73, 78, 80, 22)),
+    ("open_hihat", (46, 67, 72, 74, 79, 81, 26)),
+    ("low_tom", (45, 29, 41, 43, 61, 64, 84)),
+    ("mid_tom", (48, 47, 60, 63, 77, 86, 87)),
+    ("high_tom", (50, 30, 62, 76, 83)),
+    ("crash", (49, 52, 55, 57, 58)),
+    ("ride", (51, 53, 59, 82)),
+)
+NUM_DRUM_CLASSES = len(DRUM_CLASSES)
+
+#: pitch -> drum class (-1: not a pitch any class uses; such hits are ignored, as in Magenta)
+_PITCH_TO_CLASS = np.full(128, -1, dtype=np.int64)
+for _cls, (_, _pitches) in enumerate(DRUM_CLASSES):
+    _PITCH_TO_CLASS[list(_pitches)] = _cls
+_CLASS_PITCH = np.array([p[0] for _, p in DRUM_CLASSES], dtype=np.int16)
+
+
+class DrumGrid(GridRepresentation):
+    """One token per step: the set of drum classes hit at that step as a 9-bit number.
+
+    Token id = sum of 2**class over the classes hit (kick is bit 0, ride bit 8), so id 0 is a
+    silent step and there are 512 tokens, named by their bits with bit 0 last:
+    `DRUMS_000000101` = kick and closed hi-hat. Only tracks flagged is_drum (MIDI channel 10)
+    are read; several drum tracks are merged.
+    """
+
+    name = "drums"
+
+    def __init__(self, steps_per_quarter: int = 4):
+        super().__init__([f"DRUMS_{i:0{NUM_DRUM_CLASSES}b}" for i in range(2**NUM_DRUM_CLASSES)], steps_per_quarter)
+
+    def encode(self, piece: GridPiece) -> np.ndarray:
+        drums = piece.notes[piece.notes["is_drum"]]
+        if drums.shape[0] == 0:
+            raise MidiError(piece.path, "no drum track")
+        self._check_meter(piece)
+        onset, _ = self._steps(piece, drums)
+        cls = _PITCH_TO_CLASS[drums["pitch"].astype(np.int64)]
+        grid = np.zeros(self._grid_length(int(onset.max())), dtype=np.uint16)
+        known = cls >= 0
+        # bitwise OR per step: a class hit twice at one step is still one bit
+        np.bitwise_or.at(grid, onset[known], (1 << cls[known]).astype(np.uint16))
+        return grid
+
+    def _keep(self, windows: np.ndarray) -> np.ndarray:
+        return windows.any(axis=1)
+
+    def decode(self, ids: np.ndarray, tempo_bpm: float = DEFAULT_TEMPO_BPM) -> np.ndarray:
+        """Ids -> drum hits: each class of a step becomes its first pitch, one step long, velocity
+        100, is_drum True, program 0. Ids outside 0..511 are ignored."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        valid = (ids > 0) & (ids < self.num_classes)
+        steps = np.flatnonzero(valid)
+        bits = (ids[steps, None] >> np.arange(NUM_DRUM_CLASSES)) & 1  # (hit steps, classes)
+        step_idx, cls = np.nonzero(bits)
+        if step_idx.size == 0:
+            return empty_notes()
+        step = steps[step_idx]
+        dt = self.step_s(tempo_bpm)
+        notes = np.zeros(step.shape[0], dtype=NOTE_DTYPE)
+        notes["start_s"] = step * dt
+        notes["end_s"] = (step + 1) * dt
+        notes["pitch"] = _CLASS_PITCH[cls]
+        notes["velocity"] = DEFAULT_VELOCITY
+        notes["program"] = 0
+        notes["is_drum"] = True
+        return notes[np.lexsort((notes["pitch"], notes["start_s"]))]
+
+
+# -- melody -----------------------------------------------------------------------------------
+
+NO_EVENT, NOTE_OFF, NOTE_ON_BASE = 0, 1, 2
+
+
+class MelodyGrid(GridRepresentation):
+    """Magenta's monophonic melody: per step NO_EVENT (what sounds goes on, a note or a rest),
+    NOTE_OFF, or NOTE_ON_p for p in 0..127 (id 2 + p): 130 tokens.
+
+    The melody is the top line of the non-drum notes: where notes start, the highest pitch
+    starting at that step is kept; a new onset ends the note before it; otherwise a note ends
+    at its own offset. 4/4 only (Magenta's melody converter allows other meters; we keep 4/4 to
+    match the drum side so both cut windows the same way).
+    """
+
+    name = "melody"
+
+    def __init__(self, steps_per_quarter: int = 4):
+        vocab = ["NO_EVENT", "NOTE_OFF"] + [f"NOTE_ON_{p}" for p in range(128)]
+        super().__init__(vocab, steps_per_quarter)
+
+    def melody(self, piece: GridPiece) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The top line as (onset_step, offset_step, pitch) arrays, sorted, never overlapping."""
+        notes = piece.notes[~piece.notes["is_drum"]]
+        if notes.shape[0] == 0:
+            raise MidiError(piece.path, "no melodic (non-drum) notes")
+        self._check_meter(piece)
+        onset, offset = self._steps(piece, notes)
+        pitch = notes["pitch"].astype(np.int64)
+        # highest pitch per onset step: sort by onset, then pitch descending; keep the first
+        order = np.lexsort((-pitch, onset))
+        onset, offset, pitch = onset[order], offset[order], pitch[order]
+        first = np.ones(onset.shape[0], dtype=bool)
+        first[1:] = onset[1:] != onset[:-1]
+        onset, offset, pitch = onset[first], offset[first], pitch[first]
+        offset[:-1] = np.minimum(offset[:-1], onset[1:])
+        return onset, offset, pitch
+
+    def _grid_and_sounding(self, piece: GridPiece) -> tuple[np.ndarray, np.ndarray]:
+        """The piece's ids and, per step, the pitch sounding there (-1 for a rest)."""
+        onset, offset, pitch = self.melody(piece)
+        n = self._grid_length(int(max(onset.max(), offset.max() - 1)))
+        grid = np.full(n, NO_EVENT, dtype=np.uint16)
+        # an offset that meets the next onset needs no NOTE_OFF: the onset ends the note
+        nxt = np.append(onset[1:], np.iinfo(np.int64).max)
+        off = offset[(offset < nxt) & (offset < n)]
+        grid[off] = NOTE_OFF
+        grid[onset] = NOTE_ON_BASE + pitch
+        steps = np.arange(n)
+        last = np.searchsorted(onset, steps, side="right") - 1  # the latest onset at or before each step
+        held = (last >= 0) & (steps < offset[np.maximum(last, 0)])
+        sounding = np.where(held, pitch[np.maximum(last, 0)], -1)
+        return grid, sounding
+
+    def encode(self, piece: GridPiece) -> np.ndarray:
+        return self._grid_and_sounding(piece)[0]
+
+    def windows(self, piece: GridPiece, bars: int, hop_bars: int) -> np.ndarray:
+        """As GridRepresentation.windows; a note sounding across a window's first bar line is
+        struck again at the window's first step, and windows with fewer than 2 note-ons are
+        skipped (Magenta drops rest-only and one-note melodies)."""
+        return super().windows(piece, bars, hop_bars)
+
+    def _window_starts(self, windows: np.ndarray, piece: GridPiece, starts: np.ndarray) -> np.ndarray:
+        _, sounding = self._grid_and_sounding(piece)
+        first = windows[:, 0].astype(np.int64)
+        held = sounding[starts]
+        # a held note is re-struck; a NOTE_OFF at the first step ends nothing, so it is a rest
+        first = np.where((first == NO_EVENT) & (held >= 0), NOTE_ON_BASE + held, first)
+        first = np.where(first == NOTE_OFF, NO_EVENT, first)
+        windows[:, 0] = first
+        return windows
+
+    def _keep(self, windows: np.ndarray) -> np.ndarray:
+        return (windows >= NOTE_ON_BASE).sum(axis=1) >= 2
+
+    def decode(self, ids: np.ndarray, tempo_bpm: float = DEFAULT_TEMPO_BPM, program: int = 0) -> np.ndarray:
+        """Ids -> notes: a note lasts from its NOTE_ON to the next NOTE_ON or NOTE_OFF (or the end of
+        the ids); velocity 100, is_drum False. A NOTE_OFF with nothing sounding and ids outside
+        0..129 are ignored."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        ids = np.where((ids >= 0) & (ids < self.num_classes), ids, NO_EVENT)
+        events = np.flatnonzero(ids != NO_EVENT)
+        on = events[ids[events] >= NOTE_ON_BASE]
+        if on.size == 0:
+            return empty_notes()
+        # each note ends at the next event (NOTE_ON or NOTE_OFF) after its onset
+        nxt = np.searchsorted(events, on, side="right")
+        end = np.where(nxt < events.shape[0], events[np.minimum(nxt, events.shape[0] - 1)], ids.shape[0])
+        dt = self.step_s(tempo_bpm)
+        notes = np.zeros(on.shape[0], dtype=NOTE_DTYPE)
+        notes["start_s"] = on * dt
+        notes["end_s"] = end * dt
+        notes["pitch"] = ids[on] - NOTE_ON_BASE
+        notes["velocity"] = DEFAULT_VELOCITY
+        notes["program"] = program
+        notes["is_drum"] = False
+        return notes
+
+
+_KINDS: dict[str, type[GridRepresentation]] = {"drums": DrumGrid, "melody": MelodyGrid}
+
+
+def grid_from_config(config: dict[str, Any]) -> GridRepresentation:
+    """Rebuild a grid representation from its config() (as stored in checkpoints)."""
+    config = dict(config)
+    return _KINDS[config.pop("name")](**config)
