@@ -147,7 +147,8 @@ def train_model(
             "representation": rep.config(),
             "vocab": rep.vocab,
             "epoch": epoch,
-            "history": history.rows,
+            # timings stay out, so the same run writes byte-identical checkpoints on any machine
+            "history": [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in history.rows],
             "run_fingerprint": run_fp,
             "data_fingerprint": data_fingerprint,
         }
