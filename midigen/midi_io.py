@@ -8,7 +8,9 @@ precision. Writing uses pretty_midi, the object model the rest of the ecosystem 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -57,8 +59,22 @@ def ticks_to_seconds(ticks: np.ndarray, tempo_ticks: np.ndarray, tempo_mspq: np.
     return seg_start_s[idx] + (np.asarray(ticks, dtype=np.int64) - tempo_ticks[idx]) * sec_per_tick[idx]
 
 
-def read_notes(path: str | Path, max_notes: int | None = None) -> np.ndarray:
-    """Every note of every track of a MIDI file, sorted by start time then pitch.
+@dataclass
+class TickNotes:
+    """Every note of a parsed file in MIDI ticks, plus the score for its meta events."""
+
+    score: Any
+    tpq: int
+    start_tick: np.ndarray
+    end_tick: np.ndarray
+    pitch: np.ndarray
+    velocity: np.ndarray
+    program: np.ndarray
+    is_drum: np.ndarray
+
+
+def read_tick_notes(path: str | Path, max_notes: int | None = None) -> TickNotes:
+    """Parse a MIDI file with symusic; all tracks' notes in ticks, unsorted.
 
     Raises MidiError with the reason when the file cannot be parsed or exceeds max_notes.
     """
@@ -76,11 +92,10 @@ def read_notes(path: str | Path, max_notes: int | None = None) -> np.ndarray:
     except Exception as exc:  # symusic raises RuntimeError/ValueError with a parser message
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MidiError(path, f"not a readable MIDI file ({msg})") from None
-    tpq = score.ticks_per_quarter
+    tpq = int(score.ticks_per_quarter)
     if tpq <= 0:
         raise MidiError(path, f"invalid ticks-per-quarter {tpq}")
-    tempos = score.tempos.numpy()
-    cols, meta = [], []
+    cols, counts, programs, drums = [], [], [], []
     total = 0
     for track in score.tracks:
         c = track.notes.numpy()
@@ -91,21 +106,45 @@ def read_notes(path: str | Path, max_notes: int | None = None) -> np.ndarray:
         if max_notes is not None and total > max_notes:
             raise MidiError(path, f"more than {max_notes} notes (preprocess.max_notes)")
         cols.append(c)
-        meta.append((n, track.program, track.is_drum))
-    if not cols:
+        counts.append(n)
+        programs.append(track.program)
+        drums.append(track.is_drum)
+
+    def cat(key: str) -> np.ndarray:
+        return np.concatenate([c[key] for c in cols]).astype(np.int64) if cols else np.zeros(0, np.int64)
+
+    start = cat("time")
+    return TickNotes(
+        score=score,
+        tpq=tpq,
+        start_tick=start,
+        end_tick=start + cat("duration"),
+        pitch=cat("pitch") & 0x7F,
+        velocity=cat("velocity") & 0x7F,
+        program=np.repeat(np.asarray(programs, dtype=np.int64), counts),
+        is_drum=np.repeat(np.asarray(drums, dtype=bool), counts),
+    )
+
+
+def read_notes(path: str | Path, max_notes: int | None = None) -> np.ndarray:
+    """Every note of every track of a MIDI file (times in seconds), sorted by start then pitch.
+
+    Raises MidiError with the reason when the file cannot be parsed or exceeds max_notes.
+    """
+    t = read_tick_notes(path, max_notes)
+    total = t.start_tick.shape[0]
+    if total == 0:
         return empty_notes()
-    start_t = np.concatenate([c["time"] for c in cols]).astype(np.int64)
-    end_t = start_t + np.concatenate([c["duration"] for c in cols]).astype(np.int64)
+    tempos = t.score.tempos.numpy()
     # one tempo-map lookup for onsets and offsets of all tracks together
-    secs = ticks_to_seconds(np.concatenate([start_t, end_t]), tempos["time"], tempos["mspq"], tpq)
+    secs = ticks_to_seconds(np.concatenate([t.start_tick, t.end_tick]), tempos["time"], tempos["mspq"], t.tpq)
     notes = np.zeros(total, dtype=NOTE_DTYPE)
     notes["start_s"] = secs[:total]
     notes["end_s"] = secs[total:]
-    notes["pitch"] = np.concatenate([c["pitch"] for c in cols]).astype(np.int16) & 0x7F
-    notes["velocity"] = np.concatenate([c["velocity"] for c in cols]).astype(np.int16) & 0x7F
-    counts = [m[0] for m in meta]
-    notes["program"] = np.repeat([m[1] for m in meta], counts)
-    notes["is_drum"] = np.repeat([m[2] for m in meta], counts)
+    notes["pitch"] = t.pitch
+    notes["velocity"] = t.velocity
+    notes["program"] = t.program
+    notes["is_drum"] = t.is_drum
     return notes[np.lexsort((notes["pitch"], notes["start_s"]))]
 
 

@@ -244,9 +244,10 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     nb = b.norm(dim=-1, keepdim=True)
     ua = a / na.clamp_min(1e-12)
     ub = b / nb.clamp_min(1e-12)
-    cos = (ua * ub).sum(-1, keepdim=True).clamp(-1.0, 1.0)
-    omega = torch.acos(cos)
-    so = torch.sin(omega)
+    cos = (ua * ub).sum(-1, keepdim=True)
+    # the angle from atan2(sin, cos): acos loses float32 precision near parallel vectors
+    so = (ub - cos * ua).norm(dim=-1, keepdim=True)
+    omega = torch.atan2(so, cos)
     ok = (so > 1e-6) & (na > 1e-12) & (nb > 1e-12)
     so_safe = torch.where(ok, so, torch.ones_like(so))
     direction = (torch.sin((1.0 - t) * omega) * ua + torch.sin(t * omega) * ub) / so_safe

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from midigen.errors import MidiError
-from midigen.midi_io import NOTE_DTYPE, empty_notes
+from midigen.midi_io import NOTE_DTYPE, empty_notes, read_tick_notes
 
 #: One row per note of a `GridPiece`, times in grid steps from the start of the file.
 GRID_NOTE_DTYPE = np.dtype(
@@ -73,48 +73,17 @@ def read_grid_notes(path: str | Path, steps_per_quarter: int = 4, max_notes: int
     lasts one step. Raises MidiError with the reason when the file cannot be parsed, has an
     invalid ticks-per-quarter, or holds more than max_notes notes.
     """
-    from symusic import Score
-
-    path = Path(path)
-    try:
-        if path.stat().st_size == 0:
-            raise MidiError(path, "empty file")
-        score = Score(str(path), ttype="tick")
-    except MidiError:
-        raise
-    except OSError as exc:
-        raise MidiError(path, f"cannot read ({exc.strerror or exc})") from None
-    except Exception as exc:  # symusic raises RuntimeError/ValueError with a parser message
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MidiError(path, f"not a readable MIDI file ({msg})") from None
-    tpq = int(score.ticks_per_quarter)
-    if tpq <= 0:
-        raise MidiError(path, f"invalid ticks-per-quarter {tpq}")
-
-    cols, meta, total = [], [], 0
-    for track in score.tracks:
-        c = track.notes.numpy()
-        n = c["time"].shape[0]
-        if n == 0:
-            continue
-        total += n
-        if max_notes is not None and total > max_notes:
-            raise MidiError(path, f"more than {max_notes} notes (preprocess.max_notes)")
-        cols.append(c)
-        meta.append((n, track.program, track.is_drum))
-    notes = np.zeros(total, dtype=GRID_NOTE_DTYPE)
-    if cols:
-        start_t = np.concatenate([c["time"] for c in cols]).astype(np.int64)
-        end_t = start_t + np.concatenate([c["duration"] for c in cols]).astype(np.int64)
-        onset = _ticks_to_steps(start_t, steps_per_quarter, tpq)
-        notes["onset_step"] = onset
-        notes["offset_step"] = np.maximum(_ticks_to_steps(end_t, steps_per_quarter, tpq), onset + 1)
-        notes["pitch"] = np.concatenate([c["pitch"] for c in cols]).astype(np.int16) & 0x7F
-        notes["velocity"] = np.concatenate([c["velocity"] for c in cols]).astype(np.int16) & 0x7F
-        counts = [m[0] for m in meta]
-        notes["program"] = np.repeat([m[1] for m in meta], counts)
-        notes["is_drum"] = np.repeat([m[2] for m in meta], counts)
-        notes = notes[np.lexsort((notes["pitch"], notes["onset_step"]))]
+    t = read_tick_notes(path, max_notes)
+    score, tpq = t.score, t.tpq
+    notes = np.zeros(t.start_tick.shape[0], dtype=GRID_NOTE_DTYPE)
+    onset = _ticks_to_steps(t.start_tick, steps_per_quarter, tpq)
+    notes["onset_step"] = onset
+    notes["offset_step"] = np.maximum(_ticks_to_steps(t.end_tick, steps_per_quarter, tpq), onset + 1)
+    notes["pitch"] = t.pitch
+    notes["velocity"] = t.velocity
+    notes["program"] = t.program
+    notes["is_drum"] = t.is_drum
+    notes = notes[np.lexsort((notes["pitch"], notes["onset_step"]))]
 
     ts = score.time_signatures.numpy()
     sigs = np.zeros(ts["time"].shape[0], dtype=TIME_SIGNATURE_DTYPE)
