@@ -84,7 +84,8 @@ def read_tick_notes(path: str | Path, max_notes: int | None = None) -> TickNotes
     try:
         if path.stat().st_size == 0:
             raise MidiError(path, "empty file")
-        score = Score(str(path), ttype="tick")
+        # symusic guesses the format from the suffix and knows only .mid/.MID/.midi/.MIDI
+        score = Score.from_file(str(path), ttype="tick", fmt="midi")
     except MidiError:
         raise
     except OSError as exc:

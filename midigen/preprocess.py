@@ -81,6 +81,8 @@ def _tokenize(rel_path: str, path: str, rep, limits: dict[str, Any]) -> tuple[st
         if notes.shape[0] == 0:
             raise MidiError(path, "only drum notes (preprocess.drums = drop)")
         duration = float(notes["end_s"].max())
+        if duration < rep.time_step:
+            raise MidiError(path, f"lasts {duration:.3g} s, less than one time step (absurd tempo?)")
         if duration > limits["max_duration_s"]:
             raise MidiError(
                 path, f"lasts {duration:.0f} s, over preprocess.max_duration_s = {limits['max_duration_s']:g}"

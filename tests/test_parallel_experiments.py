@@ -1,0 +1,150 @@
+"""Parallel experiments: three queued `dvc exp run`s on two workers all finish, show up in
+`dvc exp show` with metrics, and land as three FINISHED MLflow runs in the parent repo's database
+(queued experiments run in a temporary copy; DVC_ROOT points back at the real root)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import subprocess
+import time
+
+import pytest
+from conftest import VENV_BIN
+from test_interruption import make_tiny_repo, run
+
+pytestmark = pytest.mark.pipeline
+
+DVC = str(VENV_BIN / "dvc")
+LRS = ("0.002", "0.003", "0.004")
+QUEUE_TIMEOUT_S = 360
+#: committed to git: queued experiments run in a temporary clone, which sees only what git or
+#: DVC track (see test_a_queued_experiment_sees_a_corpus_under_data_external for the other case)
+CORPUS = "corpus/tiny"
+
+
+@pytest.fixture(scope="module")
+def queued(tmp_path_factory, chorale_paths):
+    root = tmp_path_factory.mktemp("queue_repo")
+    env = make_tiny_repo(root, tmp_path_factory.mktemp("home"), chorale_paths, corpus=CORPUS, generate={"num_files": 1})
+    run([DVC, "repro"], root, env, timeout=300)
+    run(["git", "add", "-A"], root, env)
+    run(["git", "commit", "-q", "-m", "baseline"], root, env)
+    baseline_runs = count_runs(root)
+
+    names = {}
+    for lr in LRS:
+        out = run([DVC, "exp", "run", "--queue", "-S", f"train.lr={lr}"], root, env)
+        match = re.search(r"Queued experiment '([^']+)'", out)
+        assert match, out
+        names[lr] = match.group(1)
+    t0 = time.monotonic()
+    run([DVC, "queue", "start", "-j", "2"], root, env)
+    status = ""
+    try:
+        while time.monotonic() - t0 < QUEUE_TIMEOUT_S:
+            status = run([DVC, "queue", "status"], root, env)
+            if not re.search(r"\b(Queued|Running)\b", status):
+                break
+            time.sleep(3)
+        else:
+            pytest.fail(f"queue not done after {QUEUE_TIMEOUT_S} s:\n{status}")
+    finally:
+        subprocess.run([DVC, "queue", "stop"], cwd=root, env=env, capture_output=True, timeout=120)
+    logs = {
+        lr: subprocess.run([DVC, "queue", "logs", name], cwd=root, env=env, capture_output=True, text=True).stdout
+        for lr, name in names.items()
+    }
+    show = json.loads(
+        subprocess.run(
+            [DVC, "exp", "show", "--json"], cwd=root, env=env, capture_output=True, text=True, timeout=120, check=True
+        ).stdout
+    )
+    return {
+        "root": root,
+        "names": names,
+        "status": status,
+        "show": show,
+        "logs": logs,
+        "baseline_runs": baseline_runs,
+        "elapsed": time.monotonic() - t0,
+    }
+
+
+def count_runs(root) -> int:
+    with sqlite3.connect(root / "mlflow.db") as db:
+        return db.execute("select count(*) from runs").fetchone()[0]
+
+
+def test_all_three_experiments_succeed(queued):
+    status = queued["status"]
+    for name in queued["names"].values():
+        line = [ln for ln in status.splitlines() if name in ln]
+        assert line and "Success" in line[0], (name, status, queued["logs"])
+
+
+def test_exp_show_lists_each_experiment_with_its_lr_and_metrics(queued):
+    found = {}
+    for baseline in queued["show"]:
+        for exp in baseline.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                found[rev.get("name")] = rev["data"]
+    for lr, name in queued["names"].items():
+        assert name in found, (name, list(found))
+        data = found[name]
+        assert data["params"]["params.yaml"]["data"]["train"]["lr"] == float(lr)
+        assert data["metrics"]["metrics/train.json"]["data"]["best_val_loss"] > 0
+        assert "distribution_score" in data["metrics"]["metrics/eval.json"]["data"]
+
+
+def test_mlflow_in_the_parent_repo_has_three_finished_tagged_runs(queued):
+    root = queued["root"]
+    assert count_runs(root) == queued["baseline_runs"] + 3
+    with sqlite3.connect(root / "mlflow.db") as db:
+        tagged = dict(db.execute("select value, run_uuid from tags where key = 'dvc_exp_name'").fetchall())
+        assert set(tagged) == set(queued["names"].values()), tagged
+        for lr, name in queued["names"].items():
+            run_id = tagged[name]
+            (status,) = db.execute("select status from runs where run_uuid = ?", (run_id,)).fetchone()
+            assert status == "FINISHED", (name, status)
+            (logged_lr,) = db.execute(
+                "select value from params where run_uuid = ? and key = 'train.lr'", (run_id,)
+            ).fetchone()
+            assert logged_lr == lr
+            steps = sorted(
+                s for (s,) in db.execute("select step from metrics where run_uuid = ? and key = 'val_loss'", (run_id,))
+            )
+            assert steps == [1, 2], (name, steps)
+
+
+def test_no_stray_mlflow_store_inside_the_queue_workspaces(queued):
+    root = queued["root"]
+    stray = [p for p in (root / ".dvc").rglob("mlflow.db")]
+    assert not stray, stray
+
+
+def test_the_queue_finishes_within_budget(queued):
+    assert queued["elapsed"] < 240, queued["elapsed"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="gap: a folder source under data/external/ (README: 'put or symlink collections under "
+    "data/external/') is git-ignored and not DVC-tracked, so a queued or --temp experiment, which runs in "
+    "a temporary clone, fails: \"failed to reproduce 'ingest': [Errno 2] No such file or directory: "
+    "'.../.dvc/tmp/exps/tmpXXXX/data/external/tiny'\"",
+)
+def test_a_queued_experiment_sees_a_corpus_under_data_external(tmp_path, chorale_paths):
+    root = tmp_path / "repo"
+    env = make_tiny_repo(root, tmp_path / "home", chorale_paths, generate={"num_files": 1})
+    # --temp runs in the same kind of temporary clone as the queue, synchronously
+    proc = subprocess.run(
+        [DVC, "exp", "run", "--temp", "-S", "train.lr=0.002"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
