@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,15 +21,13 @@ SPLIT = Path("data/split.csv")
 class SplitData:
     store: TokenStore
     split: pd.DataFrame
-    _warned: set[str] = field(default_factory=set)
 
     def available(self, name: str, fallbacks: tuple[str, ...] = ()) -> str:
         """name if that split has pieces, else the first non-empty fallback (with a warning)."""
         counts = self.split["split"].value_counts()
         for candidate in (name, *fallbacks):
             if counts.get(candidate, 0) > 0:
-                if candidate != name and name not in self._warned:
-                    self._warned.add(name)
+                if candidate != name:
                     print(f"warning: the {name} split is empty (tiny corpus?); using the {candidate} split instead")
                 return candidate
         raise DataError(f"the {name} split is empty (data/split.csv); add pieces or raise split ratios")
