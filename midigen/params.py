@@ -76,7 +76,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "workers": _int(0),
     },
     "preprocess": {
-        "representation": Spec(str, choices=("events",)),
+        "representation": Spec(str, choices=("events", "drums", "melody", "notes_chords", "pitch_duration")),
         "time_step": _pos(1.0),
         "max_shift_steps": _int(1, 10000),
         "velocity_bins": _int(0, 128),
@@ -122,6 +122,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "top_k": _int(0),
         "top_p": _pos(1.0),
         "seed": _int(0),
+        "tempo": Spec(float, 20, 400),
     },
     "evaluate": {
         "ngram": _int(1, 64),
