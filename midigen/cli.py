@@ -1,4 +1,4 @@
-"""Command line: python -m midigen tokenize|detokenize|sample ...
+"""Command line: python -m midigen tokenize|detokenize|sample|interpolate|reconstruct ...
 
 Representation params come from params.yaml (the `preprocess` section) when it exists, and
 flags override them, so the CLI shows exactly what the pipeline would produce.
@@ -23,6 +23,9 @@ _DEFAULT_PREPROCESS = {
     "drums": "drop",
     "pitch_min": 0,
     "pitch_max": 127,
+    "steps_per_quarter": 4,
+    "bars": 4,
+    "hop_bars": 1,
 }
 
 
@@ -32,6 +35,26 @@ def _add_rep_flags(p: argparse.ArgumentParser) -> None:
         kind = SCHEMA["preprocess"][key].kind
         p.add_argument(f"--{key.replace('_', '-')}", dest=key, type=kind, default=None)
     p.add_argument("--drums", choices=("drop", "keep"), default=None)
+    p.add_argument(
+        "--vocab",
+        default="data/tokens/vocab.json",
+        help="notes_chords only: the vocab.json its chords come from (default: data/tokens/vocab.json)",
+    )
+
+
+def _representation(args: argparse.Namespace, params: dict) -> representations.Representation:
+    """The representation params select; notes_chords rebuilds the corpus's one from a vocab.json."""
+    if params["representation"] != "notes_chords":
+        return representations.from_params(params)
+    import json
+
+    path = Path(args.vocab)
+    if not path.exists():
+        raise ParamsError(f"notes_chords takes its chords from the corpus: {path} not found (run dvc repro preprocess)")
+    config = json.loads(path.read_text(encoding="utf-8")).get("representation", {})
+    if config.get("name") != "notes_chords":
+        raise ParamsError(f"{path} holds {config.get('name')!r} tokens, not notes_chords")
+    return representations.from_config(config)
 
 
 def _preprocess_params(args: argparse.Namespace) -> dict:
@@ -51,14 +74,18 @@ def _preprocess_params(args: argparse.Namespace) -> dict:
 
 
 def cmd_tokenize(args: argparse.Namespace) -> int:
-    from midigen.midi_io import read_notes
     from midigen.preprocess import select_notes
 
     params = _preprocess_params(args)
-    rep = representations.from_params(params)
-    notes = select_notes(read_notes(args.midi), params["drums"])
+    rep = _representation(args, params)
+    if isinstance(rep, representations.GridRepresentation):  # the whole piece on the step grid
+        from midigen.representations.grid import read_grid_notes
+
+        ids = rep.encode(read_grid_notes(args.midi, rep.steps_per_quarter))
+    else:
+        ids = rep.encode(select_notes(rep.read(args.midi), params["drums"]))
     out = sys.stdout
-    for tok in rep.ids_to_tokens(rep.encode(notes)):
+    for tok in rep.ids_to_tokens(ids):
         out.write(tok + "\n")
     return 0
 
@@ -67,7 +94,7 @@ def cmd_detokenize(args: argparse.Namespace) -> int:
     from midigen.midi_io import write_midi
 
     params = _preprocess_params(args)
-    rep = representations.from_params(params)
+    rep = _representation(args, params)
     path = Path(args.tokens)
     try:
         text = path.read_text(encoding="utf-8")
@@ -89,6 +116,7 @@ def cmd_detokenize(args: argparse.Namespace) -> int:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from midigen.generate import sample_ids, write_pieces
+    from midigen.models import load_checkpoint
 
     for flag, value, spec in (
         ("--num-files", args.num_files, SCHEMA["generate"]["num_files"]),
@@ -98,6 +126,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
         ("--top-p", args.top_p, SCHEMA["generate"]["top_p"]),
     ):
         spec.check(flag, value)
+    if load_checkpoint(args.checkpoint)["model"]["kind"] == "musicvae":
+        from midigen.latent import load_vae, sample, write_windows
+
+        model, grid_rep, dev = load_vae(args.checkpoint, args.device)
+        windows, _ = sample(model, args.num_files, args.temperature, args.seed, dev)
+        for path in write_windows(windows, grid_rep, args.out, "sample", 120.0):
+            print(path)
+        return 0
     seqs, rep = sample_ids(
         args.checkpoint,
         args.num_files,
@@ -114,6 +150,54 @@ def cmd_sample(args: argparse.Namespace) -> int:
     for path, ids in zip(paths, seqs, strict=True):
         print(f"{path}  ({len(ids)} tokens)")
     return 0
+
+
+def _check_vae_flags(args: argparse.Namespace) -> None:
+    if args.temperature != 0:  # 0 = argmax; otherwise what generate.temperature accepts
+        SCHEMA["generate"]["temperature"].check("--temperature", args.temperature)
+    SCHEMA["generate"]["tempo"].check("--tempo", args.tempo)
+    if args.bar is not None and args.bar < 1:
+        raise ParamsError(f"--bar = {args.bar}: bars count from 1")
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from midigen.latent import file_window, interpolate_windows, load_vae, write_windows
+
+    _check_vae_flags(args)
+    if args.steps < 2:
+        raise ParamsError(f"--steps = {args.steps}: at least 2 (both ends are included)")
+    model, rep, dev = load_vae(args.checkpoint, args.device)
+    a, b = file_window(args.a, rep, args.bar), file_window(args.b, rep, args.bar)
+    seq = interpolate_windows(model, a, b, args.steps, args.temperature, args.seed, dev)
+    for path in write_windows(seq, rep, args.out, "interp", args.tempo):
+        print(path)
+    return 0
+
+
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from midigen.latent import file_window, load_vae, reconstruct, write_windows
+
+    _check_vae_flags(args)
+    model, rep, dev = load_vae(args.checkpoint, args.device)
+    window = file_window(args.midi, rep, args.bar)
+    out = reconstruct(model, window[None], args.temperature, args.seed, dev)
+    write_windows(window[None], rep, args.out, "original", args.tempo)
+    path = write_windows(out, rep, args.out, "reconstruction", args.tempo)[0]
+    accuracy = float((out[0] == window).mean())
+    print(f"{path}  ({accuracy:.1%} of the {window.shape[0]} steps as in the original)")
+    return 0
+
+
+def _add_vae_flags(p: argparse.ArgumentParser, temperature: float) -> None:
+    p.add_argument("--checkpoint", default="models/best.pt", help="a MusicVAE checkpoint")
+    p.add_argument("--bar", type=int, default=None, help="use the window starting at this bar (from 1)")
+    p.add_argument(
+        "--temperature", type=float, default=temperature, help=f"0 = most likely step (default {temperature:g})"
+    )
+    p.add_argument("--tempo", type=float, default=120.0, help="quarter notes per minute of the output")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--out", required=True, help="output folder")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,6 +228,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--primer", help="a MIDI file to continue (its tokens are the prompt)")
     p.add_argument("--out", required=True, help="output folder (sample_NN.mid and .txt)")
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("interpolate", help="MusicVAE: walk the latent space from one MIDI file's window to another's")
+    p.add_argument("a", help="first .mid file (its first usable window, or --bar)")
+    p.add_argument("b", help="second .mid file")
+    p.add_argument("--steps", type=int, default=5, help="points including both ends (default 5)")
+    _add_vae_flags(p, temperature=0.0)
+    p.set_defaults(func=cmd_interpolate)
+
+    p = sub.add_parser("reconstruct", help="MusicVAE: encode a MIDI file's window and decode it again")
+    p.add_argument("midi", help="input .mid file")
+    _add_vae_flags(p, temperature=0.0)
+    p.set_defaults(func=cmd_reconstruct)
     return parser
 
 

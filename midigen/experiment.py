@@ -11,7 +11,7 @@ import pandas as pd
 
 from midigen.errors import DataError
 from midigen.store import TokenStore
-from midigen.windows import split_tokens
+from midigen.windows import PieceStream, split_tokens, split_view
 
 STORE = Path("data/tokens")
 SPLIT = Path("data/split.csv")
@@ -35,6 +35,15 @@ class SplitData:
     def stream(self, name: str, fallbacks: tuple[str, ...] = ()) -> np.ndarray:
         return split_tokens(self.store, self.split, self.available(name, fallbacks))
 
+    def view(self, name: str, fallbacks: tuple[str, ...] = ()) -> PieceStream:
+        """Like stream(), but read from the memory-mapped store on demand (no copy)."""
+        return split_view(self.store, self.split, self.available(name, fallbacks))
+
+    def windows(self, name: str, fallbacks: tuple[str, ...] = ()) -> np.ndarray:
+        """A grid representation's windows of one split: (n, seq_len) int64 ids."""
+        width = self.store.representation.seq_len
+        return self.stream(name, fallbacks).reshape(-1, width)
+
     def pieces(self, name: str, fallbacks: tuple[str, ...] = ()) -> pd.DataFrame:
         names = self.split.set_index("rel_path")["split"]
         return self.store.index[self.store.index["rel_path"].map(names).eq(self.available(name, fallbacks))]
@@ -42,7 +51,11 @@ class SplitData:
     def fingerprint(self) -> str:
         """sha1 of the ids and split assignment the model is trained and judged on."""
         h = hashlib.sha1()
-        h.update(np.ascontiguousarray(self.store.tokens).tobytes())
+        # the file's bytes (= the little-endian ids) in 16 MB reads: never the whole store in
+        # memory, and unlike reading through the memory map no page of it stays in our RSS
+        with open(self.store.path / "tokens.bin", "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 24), b""):
+                h.update(chunk)
         h.update(self.split.to_csv(index=False).encode())
         h.update(str(self.store.representation.config()).encode())
         return h.hexdigest()[:16]

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from midigen import representations
-from midigen.midi_io import read_notes, write_midi
+from midigen.midi_io import write_midi
 from midigen.models import load_checkpoint, model_from_checkpoint
 from midigen.representations import BOS, EOS
 from midigen.train import pick_device
@@ -41,7 +41,7 @@ def sample_ids(
     if primer is not None:
         from midigen.preprocess import select_notes
 
-        ids = rep.encode(select_notes(read_notes(primer), "drop"))
+        ids = rep.encode(select_notes(rep.read(primer), "drop"))
         prompt = ids[:-1].tolist()  # without <EOS>, so the model continues
     gen = torch.Generator(device=dev)
     gen.manual_seed(seed)
@@ -50,9 +50,21 @@ def sample_ids(
 
 
 def write_pieces(
-    seqs: list[np.ndarray], rep, out_dir: str | Path, prefix: str = "sample", clear: bool = True
+    seqs: list[np.ndarray],
+    rep,
+    out_dir: str | Path,
+    prefix: str = "sample",
+    clear: bool = True,
+    tempo_bpm: float | None = None,
+    key: str | None = None,
+    program: int | None = None,
 ) -> list[Path]:
-    """Write <prefix>_NN.mid and <prefix>_NN.txt (tokens, one per line) per sequence."""
+    """Write <prefix>_NN.mid and <prefix>_NN.txt (tokens, one per line) per sequence.
+
+    A representation in musical time (rep.score_tempo_bpm: notes_chords, pitch_duration) is
+    played at tempo_bpm and gets the key signature `key` ("none" or None: no key signature);
+    events keep their own seconds. program (when given) replaces the program of pitched notes.
+    """
     out_dir = Path(out_dir)
     if clear and out_dir.exists():
         shutil.rmtree(out_dir)
@@ -60,7 +72,19 @@ def write_pieces(
     paths = []
     for i, ids in enumerate(seqs):
         stem = out_dir / f"{prefix}_{i:02d}"
-        write_midi(rep.decode(ids), stem.with_suffix(".mid"))
+        notes = rep.decode(ids)
+        if program is not None:
+            notes["program"] = np.where(notes["is_drum"], notes["program"], program)
+        score_bpm = getattr(rep, "score_tempo_bpm", None)
+        if score_bpm and tempo_bpm:
+            # decoded at score_bpm: stretch to tempo_bpm and mark that tempo in the file
+            scale = score_bpm / tempo_bpm
+            notes["start_s"] *= scale
+            notes["end_s"] *= scale
+            sig = None if key in (None, "none") else key
+            write_midi(notes, stem.with_suffix(".mid"), tempo_bpm=tempo_bpm, key=sig)
+        else:
+            write_midi(notes, stem.with_suffix(".mid"))
         stem.with_suffix(".txt").write_text("\n".join(rep.ids_to_tokens(ids)) + "\n", encoding="utf-8")
         paths.append(stem.with_suffix(".mid"))
     return paths

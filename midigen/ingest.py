@@ -3,6 +3,8 @@
 Sources:
 - ``music21:bach`` | ``music21:essen`` | ``music21:ryans``: pieces of the corpus that ships inside
   the music21 package, exported to MIDI under ``data/raw/midi/``;
+- ``builtin:nabiya``: a one-song dataset (midigen/builtin.py) written under ``data/raw/midi/``,
+  assigned to the training split in the manifest (val and test fall back to it), for smoke runs;
 - a path to a folder of .mid/.midi files (recursive, any case): listed in place, not copied,
   with a content hash per file so a changed file changes the manifest. A metadata CSV at the
   folder's root with a ``midi_filename`` column (the Groove MIDI Dataset's ``info.csv``) is
@@ -35,10 +37,12 @@ MANIFEST_COLUMNS = ["rel_path", "path", "size", "sha1"]
 
 @dataclass(frozen=True)
 class Source:
-    kind: str  # "music21" or "folder"
+    kind: str  # "music21", "builtin" or "folder"
     name: str  # corpus name or folder path
 
     def describe(self) -> str:
+        if self.kind == "builtin":
+            return f"built-in dataset '{self.name}'"
         return f"music21 corpus '{self.name}'" if self.kind == "music21" else f"folder {self.name}"
 
 
@@ -53,6 +57,13 @@ def parse_source(source: str) -> Source:
                 + ", or a path to a folder of MIDI files"
             )
         return Source("music21", name)
+    if source.startswith("builtin:"):
+        from midigen.builtin import BUILTIN
+
+        name = source.split(":", 1)[1]
+        if name not in BUILTIN:
+            raise DataError(f"data.source = {source!r}: unknown; built-in datasets: " + ", ".join(BUILTIN))
+        return Source("builtin", name)
     path = Path(source).expanduser()
     if not path.is_dir():
         raise DataError(
@@ -261,10 +272,27 @@ def ingest_folder(root: Path, max_pieces: int, workers: int) -> tuple[pd.DataFra
     return manifest, pd.DataFrame(failed, columns=["source", "reason"])
 
 
+def ingest_builtin(name: str, out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Write a built-in dataset's piece as MIDI; its manifest row puts it in the training split
+    (a one-piece corpus whose piece hashed into val or test would leave nothing to train on)."""
+    from midigen.builtin import BUILTIN
+
+    make, tempo_bpm, key = BUILTIN[name]
+    rel = f"builtin/{name}.mid"
+    target = out_dir / "midi" / rel
+    write_midi(make(), target, tempo_bpm=tempo_bpm, key=key)
+    manifest = pd.DataFrame({"rel_path": [rel], "path": [portable_path(target)], "size": [target.stat().st_size]})
+    manifest["sha1"] = [sha1_file(target)]
+    manifest["split"] = ["train"]
+    return manifest, pd.DataFrame([], columns=["source", "reason"])
+
+
 def ingest(source: str, out_dir: Path, max_pieces: int = 0, workers: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Materialise the source; return (manifest, failed). Writes nothing outside out_dir."""
     src = parse_source(source)
-    if src.kind == "music21":
+    if src.kind == "builtin":
+        manifest, failed = ingest_builtin(src.name, out_dir)
+    elif src.kind == "music21":
         manifest, failed = ingest_music21(src.name, out_dir, max_pieces, workers)
     else:
         manifest, failed = ingest_folder(Path(src.name), max_pieces, workers)

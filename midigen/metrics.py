@@ -46,6 +46,30 @@ def ngram_repetition(ids: np.ndarray, n: int = 4) -> float:
     return float(1.0 - unique / grams.shape[0])
 
 
+def longest_run(units: np.ndarray) -> int:
+    """Length of the longest run of one token repeated back to back (seed 002's greedy failure:
+    the same chord forever); 0 for an empty sequence."""
+    units = np.asarray(units, dtype=np.int64)
+    if units.shape[0] == 0:
+        return 0
+    starts = np.flatnonzero(np.r_[True, units[1:] != units[:-1], True])
+    return int(np.diff(starts).max())
+
+
+def distinct_share(units: np.ndarray) -> float:
+    """Distinct tokens / tokens: near 0 when a sequence loops on a few tokens; 0 when empty."""
+    units = np.asarray(units, dtype=np.int64)
+    return float(np.unique(units).shape[0] / units.shape[0]) if units.shape[0] else 0.0
+
+
+def repetition_metrics(units_list: list[np.ndarray]) -> dict[str, dict[str, float]]:
+    """longest_run and distinct_share of a set of token sequences, as mean and std."""
+    return {
+        "longest_run": summarize([longest_run(u) for u in units_list]),
+        "distinct_share": summarize([distinct_share(u) for u in units_list]),
+    }
+
+
 def pitch_range(notes: np.ndarray) -> float:
     return float(notes["pitch"].max() - notes["pitch"].min()) if len(notes) else 0.0
 

@@ -127,18 +127,25 @@ def read_tick_notes(path: str | Path, max_notes: int | None = None) -> TickNotes
     )
 
 
-def read_notes(path: str | Path, max_notes: int | None = None) -> np.ndarray:
+def read_notes(path: str | Path, max_notes: int | None = None, tempo_bpm: float | None = None) -> np.ndarray:
     """Every note of every track of a MIDI file (times in seconds), sorted by start then pitch.
 
-    Raises MidiError with the reason when the file cannot be parsed or exceeds max_notes.
+    With tempo_bpm (quarter notes per minute) the file's tempo map is ignored and times are
+    musical time: quarter notes from the start times 60 / tempo_bpm, so a score-based grid does
+    not move when the tempo changes. Raises MidiError with the reason when the file cannot be
+    parsed or exceeds max_notes.
     """
     t = read_tick_notes(path, max_notes)
     total = t.start_tick.shape[0]
     if total == 0:
         return empty_notes()
-    tempos = t.score.tempos.numpy()
-    # one tempo-map lookup for onsets and offsets of all tracks together
-    secs = ticks_to_seconds(np.concatenate([t.start_tick, t.end_tick]), tempos["time"], tempos["mspq"], t.tpq)
+    ticks = np.concatenate([t.start_tick, t.end_tick])
+    if tempo_bpm is not None:
+        secs = ticks / t.tpq * (60.0 / float(tempo_bpm))
+    else:
+        tempos = t.score.tempos.numpy()
+        # one tempo-map lookup for onsets and offsets of all tracks together
+        secs = ticks_to_seconds(ticks, tempos["time"], tempos["mspq"], t.tpq)
     notes = np.zeros(total, dtype=NOTE_DTYPE)
     notes["start_s"] = secs[:total]
     notes["end_s"] = secs[total:]
@@ -149,13 +156,38 @@ def read_notes(path: str | Path, max_notes: int | None = None) -> np.ndarray:
     return notes[np.lexsort((notes["pitch"], notes["start_s"]))]
 
 
-def write_midi(notes: np.ndarray, path: str | Path, tempo_bpm: float = 120.0) -> None:
-    """Write notes to a MIDI file, one instrument per (program, is_drum) pair."""
+#: key names write_midi accepts (pretty_midi's spelling): majors, and minors with an "m"
+_KEY_ROOTS = ("C", "C#", "Db", "D", "Eb", "E", "F", "F#", "Gb", "G", "Ab", "A", "Bb", "B")
+KEY_NAMES = tuple(root + mode for mode in ("", "m") for root in _KEY_ROOTS)
+
+
+def write_midi(
+    notes: np.ndarray,
+    path: str | Path,
+    tempo_bpm: float = 120.0,
+    empty_track: tuple[int, bool] = (0, False),
+    time_signature: tuple[int, int] | None = None,
+    length_s: float | None = None,
+    key: str | None = None,
+) -> None:
+    """Write notes to a MIDI file, one instrument per (program, is_drum) pair.
+
+    empty_track: the (program, is_drum) track written when there are no notes (a silent drum
+    pattern is still a drum track). time_signature: a meta event at time 0. length_s: the file
+    lasts at least this long (a text event marks the end), so a pattern ending in rests keeps
+    its full length. key: a key signature at time 0 (one of KEY_NAMES).
+    """
     import pretty_midi
 
     pm = pretty_midi.PrettyMIDI(initial_tempo=float(tempo_bpm))
+    if key is not None:
+        pm.key_signature_changes.append(pretty_midi.KeySignature(pretty_midi.key_name_to_key_number(key), 0.0))
+    if time_signature is not None:
+        pm.time_signature_changes.append(pretty_midi.TimeSignature(*time_signature, 0.0))
+    if length_s is not None:
+        pm.text_events.append(pretty_midi.Text("end", float(length_s)))
     keys = sorted({(int(p), bool(d)) for p, d in zip(notes["program"], notes["is_drum"], strict=True)})
-    for program, is_drum in keys or [(0, False)]:
+    for program, is_drum in keys or [empty_track]:
         inst = pretty_midi.Instrument(program=program, is_drum=is_drum)
         sel = notes[(notes["program"] == program) & (notes["is_drum"] == is_drum)]
         for n in sel:

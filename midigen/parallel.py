@@ -25,10 +25,13 @@ def n_workers(requested: int) -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", unit: str = "it") -> tqdm:
+def progress(
+    iterable: Iterable[T], total: int | None = None, desc: str = "", unit: str = "it", disable: bool = False
+) -> tqdm:
     """A tqdm bar on stderr that stays quiet enough for logs when stderr is not a terminal."""
     return tqdm(
         iterable,
+        disable=disable,
         total=total,
         desc=desc,
         unit=unit,

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from midigen.errors import ParamsError
+from midigen.midi_io import KEY_NAMES
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,11 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "max_notes": _int(1),
         "max_duration_s": _pos(),
         "timeout_s": _pos(),
+        "steps_per_quarter": _int(1, 24),
+        "bars": _int(1, 64),
+        "hop_bars": _int(1, 64),
+        "chord_min_count": _int(1),
+        "fixed_step_quarters": Spec(float, 0, 4),
     },
     "split": {
         "val_ratio": Spec(float, 0, 1, hi_open=True),
@@ -95,11 +101,16 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "from_metadata": Spec(bool),
     },
     "model": {
-        "kind": Spec(str, choices=("lstm",)),
+        "kind": Spec(str, choices=("lstm", "musicvae")),
         "emb_dim": _int(1),
         "hidden_dim": _int(1),
         "num_layers": _int(1, 8),
         "dropout": Spec(float, 0, 1, hi_open=True),
+        "decoder": Spec(str, choices=("hierarchical", "flat")),
+        "z_dim": _int(1),
+        "enc_hidden": _int(1),
+        "conductor_hidden": _int(1),
+        "dec_hidden": _int(1),
     },
     "train": {
         "epochs": _int(1),
@@ -114,6 +125,11 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "seed": _int(0),
         "device": Spec(str, choices=("auto", "cpu", "cuda")),
         "threads": _int(0),
+        "nproc": _int(1, 1024),
+        "compile": Spec(str, choices=("auto", "always", "never")),
+        "max_beta": Spec(float, 0),
+        "beta_rate": Spec(float, 0, 1),
+        "free_bits": Spec(float, 0),
     },
     "generate": {
         "num_files": _int(1, 1024),
@@ -123,10 +139,21 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "top_p": _pos(1.0),
         "seed": _int(0),
         "tempo": Spec(float, 20, 400),
+        "key": Spec(str, choices=("none", *KEY_NAMES)),
+        "program": _int(0, 127),
     },
     "evaluate": {
         "ngram": _int(1, 64),
         "max_test_pieces": _int(1),
+        "decode_pieces": _int(1, 1024),
+        "decode_steps": _int(1),
+        "primer_tokens": _int(1),
+    },
+    "report": {
+        "audio": Spec(bool),
+        "soundfont": Spec(str),
+        "max_audio_seconds": _pos(3600),
+        "reference_pieces": _int(0, 20),
     },
 }
 
@@ -158,7 +185,23 @@ def validate(raw: Any, sections: tuple[str, ...] | None = None) -> dict[str, dic
     return out
 
 
+GRID_REPRESENTATIONS = ("drums", "melody")
+
+
 def _cross_checks(p: dict[str, dict[str, Any]]) -> None:
+    if "train" in p and "model" in p and p["train"]["nproc"] > 1 and p["model"]["kind"] != "lstm":
+        raise ParamsError(f"train.nproc = {p['train']['nproc']}: several processes train model.kind = 'lstm' only")
+    if "train" in p and p["train"]["batch_size"] < p["train"]["nproc"]:
+        b, n = p["train"]["batch_size"], p["train"]["nproc"]
+        raise ParamsError(f"train.batch_size = {b} (the global batch) is below train.nproc = {n}")
+    if "model" in p and "preprocess" in p:
+        kind, rep = p["model"]["kind"], p["preprocess"]["representation"]
+        if kind == "musicvae" and rep not in GRID_REPRESENTATIONS:
+            raise ParamsError(
+                f"model.kind = 'musicvae' needs preprocess.representation = 'drums' or 'melody' (got {rep!r})"
+            )
+        if kind != "musicvae" and rep in GRID_REPRESENTATIONS:
+            raise ParamsError(f"preprocess.representation = {rep!r} is for model.kind = 'musicvae' (got {kind!r})")
     if "split" in p and p["split"]["val_ratio"] + p["split"]["test_ratio"] >= 1:
         s = p["split"]
         raise ParamsError(f"split.val_ratio + split.test_ratio = {s['val_ratio'] + s['test_ratio']:g}: must be < 1")

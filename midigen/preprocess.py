@@ -18,9 +18,10 @@ import numpy as np
 
 from midigen import representations
 from midigen.errors import DataError, MidiError
-from midigen.midi_io import read_notes
 from midigen.parallel import imap_progress
+from midigen.representations.grid import DrumGrid, GridRepresentation, read_grid_notes
 from midigen.store import write_store
+from midigen.table import write_rows
 
 
 @functools.lru_cache(maxsize=4)
@@ -69,24 +70,94 @@ def time_limit(seconds: float):
         signal.signal(signal.SIGALRM, previous)
 
 
+def _check_size(path: str, limits: dict[str, Any]) -> None:
+    size_mb = os.path.getsize(path) / 1e6
+    if size_mb > limits["max_file_mb"]:
+        raise MidiError(path, f"file is {size_mb:.1f} MB, over preprocess.max_file_mb = {limits['max_file_mb']:g}")
+
+
+def _check_duration(path: str, duration: float, limits: dict[str, Any]) -> None:
+    if duration > limits["max_duration_s"]:
+        raise MidiError(path, f"lasts {duration:.0f} s, over preprocess.max_duration_s = {limits['max_duration_s']:g}")
+
+
+def _grid_windows(path: str, rep: GridRepresentation, limits: dict[str, Any]) -> tuple[np.ndarray, dict]:
+    """A file's windows for a grid representation, flattened, and its index row fields."""
+    piece = read_grid_notes(path, rep.steps_per_quarter, max_notes=limits["max_notes"])
+    used = piece.notes[piece.notes["is_drum"]] if isinstance(rep, DrumGrid) else piece.notes[~piece.notes["is_drum"]]
+    if piece.notes.shape[0] == 0:
+        raise MidiError(path, "no notes")
+    windows = rep.windows(piece)  # MidiError when there is no drum track / melody, or not 4/4
+    n_bars = int(used["offset_step"].max()) // rep.steps_per_bar + 1 if used.shape[0] else 0
+    duration = float(used["offset_step"].max()) * rep.step_s(piece.tempo_bpm) if used.shape[0] else 0.0
+    _check_duration(path, duration, limits)
+    if windows.shape[0] == 0:
+        content = "drum hits" if isinstance(rep, DrumGrid) else "two or more notes"
+        raise MidiError(path, f"no {rep.bars}-bar window with {content} (the piece has {n_bars} bars)")
+    info = {
+        "n_notes": int(used.shape[0]),
+        "duration_s": round(duration, 3),
+        "windows": int(windows.shape[0]),
+        "tempo_bpm": round(piece.tempo_bpm, 3),
+    }
+    return windows.reshape(-1), info
+
+
+def _read_notes_checked(path: str, rep, limits: dict[str, Any]) -> tuple[np.ndarray, float]:
+    """A file's notes as rep.encode() takes them (drum policy applied) and its length in
+    seconds; MidiError when it has none or is too short or too long."""
+    notes = rep.read(path, limits["max_notes"])
+    if notes.shape[0] == 0:
+        raise MidiError(path, "no notes")
+    notes = select_notes(notes, limits["drums"])
+    if notes.shape[0] == 0:
+        raise MidiError(path, "only drum notes (preprocess.drums = drop)")
+    duration = float(notes["end_s"].max())
+    if duration < rep.time_step:
+        raise MidiError(path, f"lasts {duration:.3g} s, less than one time step (absurd tempo?)")
+    _check_duration(path, duration, limits)
+    return notes, duration
+
+
+def count_file(job: tuple[str, str], config_items: tuple, limits: dict[str, Any]) -> Counter | None:
+    """The chord counts of one file (first pass for notes_chords), None when it cannot be used:
+    the tokenize pass records the reason."""
+    _, path = job
+    rep = _representation(config_items)
+    try:
+        with time_limit(limits["timeout_s"]):
+            _check_size(path, limits)
+            return Counter(rep.chord_names(_read_notes_checked(path, rep, limits)[0]))
+    except Exception:
+        return None
+
+
+def count_chords(jobs: list[tuple[str, str]], rep, limits: dict[str, Any], workers: int) -> Counter:
+    """Chord counts over every file: the corpus table notes_chords builds its vocabulary from.
+
+    All files count, not only the training split: the split is made after preprocessing, and a
+    chord seen only in held-out pieces gets an id the model never learned, which makes the test
+    loss worse, not better, so nothing leaks in the model's favour.
+    """
+    fn = functools.partial(count_file, config_items=_freeze(rep.config()), limits=limits)
+    total: Counter = Counter()
+    for counts in imap_progress(fn, jobs, workers, desc="count chords", unit="file"):
+        total.update(counts or {})
+    return total
+
+
+def _freeze(config: dict[str, Any]) -> tuple:
+    """A representation config as a hashable tuple (lists, e.g. notes_chords' chords, as tuples)."""
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in config.items()))
+
+
 def _tokenize(rel_path: str, path: str, rep, limits: dict[str, Any]) -> tuple[str, np.ndarray | None, dict]:
     try:
-        size_mb = os.path.getsize(path) / 1e6
-        if size_mb > limits["max_file_mb"]:
-            raise MidiError(path, f"file is {size_mb:.1f} MB, over preprocess.max_file_mb = {limits['max_file_mb']:g}")
-        notes = read_notes(path, max_notes=limits["max_notes"])
-        if notes.shape[0] == 0:
-            raise MidiError(path, "no notes")
-        notes = select_notes(notes, limits["drums"])
-        if notes.shape[0] == 0:
-            raise MidiError(path, "only drum notes (preprocess.drums = drop)")
-        duration = float(notes["end_s"].max())
-        if duration < rep.time_step:
-            raise MidiError(path, f"lasts {duration:.3g} s, less than one time step (absurd tempo?)")
-        if duration > limits["max_duration_s"]:
-            raise MidiError(
-                path, f"lasts {duration:.0f} s, over preprocess.max_duration_s = {limits['max_duration_s']:g}"
-            )
+        _check_size(path, limits)
+        if isinstance(rep, GridRepresentation):
+            ids, info = _grid_windows(path, rep, limits)
+            return rel_path, ids, info
+        notes, duration = _read_notes_checked(path, rep, limits)
         ids = rep.encode(notes)
         if ids.shape[0] <= 2:
             raise MidiError(path, "no notes inside preprocess.pitch_min..pitch_max")
@@ -108,7 +179,6 @@ def preprocess(
 
     Returns (index rows, rejected rows)."""
     rep = representations.from_params(params)
-    config_items = tuple(sorted(rep.config().items()))
     limits = {k: params[k] for k in ("max_file_mb", "max_notes", "max_duration_s", "timeout_s", "drums")}
     meta = {}
     for row in manifest:  # first row wins if a path is listed twice
@@ -117,7 +187,11 @@ def preprocess(
     for row in manifest:
         paths.setdefault(row["rel_path"], row["path"])
     jobs = list(paths.items())
-    fn = functools.partial(tokenize_file, config_items=config_items, limits=limits)
+    chord_counts = None
+    if getattr(rep, "vocab_from_data", False):
+        chord_counts = count_chords(jobs, rep, limits, workers)
+        rep = representations.from_params(params, chord_counts)
+    fn = functools.partial(tokenize_file, config_items=_freeze(rep.config()), limits=limits)
     rejected: list[dict] = []
 
     def pieces() -> Iterator[tuple[dict, np.ndarray]]:
@@ -129,6 +203,8 @@ def preprocess(
             yield row, ids
 
     index = write_store(out_dir, pieces(), rejected, rep)
+    if chord_counts is not None and index:
+        write_rows(out_dir / "chord_counts.csv", rep.count_rows(chord_counts), ["chord", "count", "in_vocab"])
     if not index:
         shutil.rmtree(out_dir, ignore_errors=True)
         reasons = Counter(r["reason"] for r in rejected).most_common(3)

@@ -39,24 +39,22 @@ def assign_splits(rel_paths: list[str], val_ratio: float, test_ratio: float, see
     return np.where(u < test_ratio, "test", np.where(u < test_ratio + val_ratio, "val", "train")).astype(object)
 
 
-def metadata_splits(values: pd.Series) -> np.ndarray | None:
-    """Map a metadata split column (GMD: train/validation/test) to ours; None if unusable."""
-    mapped = values.astype(str).str.strip().str.lower().map(_METADATA_NAMES)
-    if mapped.isna().any():
-        return None
-    return mapped.to_numpy(dtype=object)
-
-
 def make_split(
     index: pd.DataFrame, val_ratio: float, test_ratio: float, seed: int, from_metadata: bool
 ) -> tuple[pd.DataFrame, str]:
-    """(table of rel_path -> split, a word on where the split came from)."""
-    split = None
+    """(table of rel_path -> split, a word on where the split came from).
+
+    With a metadata split column, pieces it names keep that split and pieces without a usable
+    value there (files added beside a dataset) are split by the hash of their path."""
+    hashed = assign_splits(index["rel_path"].tolist(), val_ratio, test_ratio, seed)
     how = f"hash of path (seed {seed})"
     if from_metadata and "split" in index.columns:
-        split = metadata_splits(index["split"])
-        if split is not None:
-            how = "metadata split column"
-    if split is None:
-        split = assign_splits(index["rel_path"].tolist(), val_ratio, test_ratio, seed)
-    return pd.DataFrame({"rel_path": index["rel_path"], "split": split}), how
+        mapped = index["split"].astype(str).str.strip().str.lower().map(_METADATA_NAMES)
+        known = mapped.notna().to_numpy()
+        if known.any():
+            split = np.where(known, mapped.to_numpy(dtype=object), hashed)
+            how = "metadata split column" + (
+                f" ({int((~known).sum())} pieces by hash of path)" if not known.all() else ""
+            )
+            return pd.DataFrame({"rel_path": index["rel_path"], "split": split}), how
+    return pd.DataFrame({"rel_path": index["rel_path"], "split": hashed}), how

@@ -62,6 +62,27 @@ class Run:
         self._mlflow.set_tags(tags)
 
 
+class _NoRun(Run):
+    """What ranks other than 0 of a distributed run log to: nothing (one MLflow run in all)."""
+
+    def __init__(self):
+        super().__init__(None)
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        pass
+
+    def log_artifact(self, path: str | Path) -> None:
+        pass
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        pass
+
+
+@contextmanager
+def no_run():
+    yield _NoRun()
+
+
 def _ensure_experiment() -> None:
     import mlflow
 

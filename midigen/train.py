@@ -1,5 +1,6 @@
 """Training loop for the next-token models: AdamW, warm-up + cosine LR, clipping, best/last
-checkpoints, resumable, deterministic on CPU."""
+checkpoints, resumable, deterministic on CPU; DistributedDataParallel when started by torchrun
+(midigen.distributed), torch.compile and bf16 autocast on CUDA."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from midigen import distributed
 from midigen.models import build_model, load_checkpoint, save_checkpoint
 from midigen.parallel import progress
 from midigen.representations import PAD, Representation
@@ -81,6 +83,14 @@ def autocast(device: torch.device):
     return torch.autocast("cpu", enabled=False)
 
 
+def maybe_compile(net: nn.Module, mode: str, device: torch.device) -> nn.Module:
+    """train.compile: 'auto' compiles on CUDA only (on CPU the LSTM kernels gain nothing and the
+    compilation costs seconds), 'always' everywhere, 'never' nowhere."""
+    if mode == "always" or (mode == "auto" and device.type == "cuda"):
+        return torch.compile(net)
+    return net
+
+
 @dataclass
 class History:
     rows: list[dict] = field(default_factory=list)
@@ -109,19 +119,39 @@ def train_model(
     on_epoch: Callable[[dict], None] | None = None,
     time_budget_s: float | None = None,
 ) -> TrainResult:
-    """Train params["model"] on the streams; write out_dir/best.pt and out_dir/last.pt."""
+    """Train params["model"] on the streams; write out_dir/best.pt and out_dir/last.pt.
+
+    Under torchrun (distributed.init called first) each rank trains on its share of every
+    global batch of train.batch_size windows and DDP averages the gradients, so N processes
+    take the same optimizer steps on the same windows as one; only rank 0 validates, writes
+    checkpoints, prints and calls on_epoch."""
+    t_start = time.perf_counter()
     tp, mp = params["train"], params["model"]
+    world = distributed.world()
+    main = world.is_main
     seed_everything(tp["seed"])
-    if tp["threads"]:
-        torch.set_num_threads(tp["threads"])
-    device = pick_device(tp["device"])
+    threads = tp["threads"] or (distributed.threads_per_rank(0, world.local_size) if world.size > 1 else 0)
+    if threads:
+        torch.set_num_threads(threads)
+    device = distributed.local_device(pick_device(tp["device"]))
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
-    run_fp = fingerprint({"train": tp, "model": mp, "data": data_fingerprint, "rep": rep.config()})
+    # nproc stays out: any number of processes sees the same windows, so a run killed on 4 GPUs
+    # may resume on 2
+    same_run = {k: v for k, v in tp.items() if k != "nproc"}
+    run_fp = fingerprint({"train": same_run, "model": mp, "data": data_fingerprint, "rep": rep.config()})
 
     model = build_model(mp, len(rep.vocab)).to(device)
+    if world.rank:  # same initial weights on every rank, but distinct dropout masks
+        torch.manual_seed(distributed.shard_seed(tp["seed"], world.rank))
+    net = maybe_compile(distributed.wrap(model, device), tp["compile"], device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tp["lr"], weight_decay=tp["weight_decay"])
-    sampler = WindowSampler(train_stream, tp["seq_len"], tp["batch_size"], tp["seed"], tp["transpose"], rep)
+    sampler = WindowSampler(
+        train_stream, tp["seq_len"], tp["batch_size"], tp["seed"], tp["transpose"], rep, (world.rank, world.size)
+    )
+    # DDP averages gradients over ranks; weighting each rank's mean loss by its share of the
+    # global batch makes that average the mean over the whole batch, even for uneven shares
+    share = (sampler.local.stop - sampler.local.start) * world.size / tp["batch_size"]
     steps_per_epoch = sampler.batches_per_epoch()
     total_steps = steps_per_epoch * tp["epochs"]
     warmup = min(tp["warmup_steps"], total_steps // 2)
@@ -158,14 +188,17 @@ def train_model(
             ckpt["optimizer_state"] = optimizer.state_dict()
             ckpt["sampler_state"] = json.dumps(sampler.get_state())
             ckpt["torch_rng"] = torch.get_rng_state()
+            if world.size > 1:
+                ckpt["torch_rng_ranks"] = rng_states
         return ckpt
 
     t0 = time.perf_counter()
     trained_tokens, train_time = 0, 0.0
     step = start_epoch * steps_per_epoch
+    rng_states: list[torch.Tensor] = []
     for epoch in range(start_epoch + 1, tp["epochs"] + 1):
-        model.train()
-        bar = progress(range(steps_per_epoch), desc=f"epoch {epoch}/{tp['epochs']}", unit="batch")
+        net.train()
+        bar = progress(range(steps_per_epoch), desc=f"epoch {epoch}/{tp['epochs']}", unit="batch", disable=not main)
         ep_loss, ep_tokens, ep_t0 = 0.0, 0, time.perf_counter()
         for _ in bar:
             lr = lr_at(step, total_steps, tp["lr"], warmup, tp["schedule"])
@@ -174,15 +207,18 @@ def train_model(
             x, y = sampler.batch()
             x, y = x.to(device), y.to(device)
             with autocast(device):
-                logits, _ = model(x)
+                logits, _ = net(x)
             loss = nn.functional.cross_entropy(
                 logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=PAD
             )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * share if world.size > 1 else loss).backward()
             nn.utils.clip_grad_norm_(model.parameters(), tp["grad_clip"])
             optimizer.step()
             step += 1
+            if step == start_epoch * steps_per_epoch + 1 and main:
+                # bench/scale.py reads this line: start-up time until training really runs
+                print(f"train: first optimizer step after {time.perf_counter() - t_start:.2f} s", flush=True)
             n_tok = int((y != PAD).sum())
             ep_loss += loss.item() * n_tok
             ep_tokens += n_tok
@@ -190,13 +226,23 @@ def train_model(
             bar.set_postfix(
                 loss=f"{ep_loss / ep_tokens:.3f}", tok_s=f"{ep_tokens / max(elapsed, 1e-9):,.0f}", lr=f"{lr:.2e}"
             )
-            if time_budget_s is not None and train_time + elapsed > time_budget_s:
+            if time_budget_s is not None and distributed.any_rank(train_time + elapsed > time_budget_s):
                 break
         bar.close()
         ep_time = time.perf_counter() - ep_t0
+        ep_loss, ep_tokens = distributed.all_reduce_sum([ep_loss, ep_tokens])
         train_time += ep_time
         trained_tokens += ep_tokens
         train_loss = ep_loss / max(1, ep_tokens)
+        # decided together: ranks' clocks differ, and one leaving early would hang the others
+        out_of_time = time_budget_s is not None and distributed.any_rank(train_time > time_budget_s)
+        if world.size > 1:
+            rng_states = distributed.gather_objects(torch.get_rng_state())
+        if not main:  # rank 0 validates and writes; the others wait for its row of the history
+            history.rows.append(distributed.broadcast_object(None))
+            if out_of_time:
+                break
+            continue
         val_loss = evaluate_loss(model, val_stream, tp["seq_len"], tp["batch_size"] * 2, device)
         row = {
             "epoch": epoch,
@@ -207,7 +253,7 @@ def train_model(
             "tokens_per_s": round(ep_tokens / max(ep_time, 1e-9), 1),
             "lr": lr,
         }
-        history.rows.append(row)
+        history.rows.append(distributed.broadcast_object(row))
         improved = val_loss < best_val
         if improved:
             best_val = val_loss
@@ -220,9 +266,9 @@ def train_model(
         )
         if on_epoch:
             on_epoch(row)
-        if time_budget_s is not None and train_time > time_budget_s:
+        if out_of_time:
             break
-    if not best_path.exists():  # resumed, and no epoch after the resume beat the earlier best
+    if main and not best_path.exists():  # resumed, and no epoch after the resume beat the earlier best
         save_checkpoint(best_path, payload(history.best()["epoch"], with_optimizer=False, state=best_state))
     return TrainResult(
         history=history,
@@ -237,26 +283,45 @@ def train_model(
 def _try_resume(
     path: Path, run_fp: str, model, optimizer, sampler, history: History, epochs: int, best_state: dict
 ) -> int:
-    """Restore from last.pt when it belongs to this very run and is unfinished; return its epoch."""
-    if not path.exists():
+    """Restore from last.pt when it belongs to this very run and is unfinished; return its epoch.
+
+    Under DDP rank 0 reads the file and sends it to the others (they may not share its disk)."""
+    ckpt = _resumable(path, run_fp, epochs) if distributed.is_main() else None
+    ckpt = distributed.broadcast_object(ckpt)
+    if ckpt is None:
         return 0
+    model.load_state_dict(ckpt["model_state"])
+    best_state.update(ckpt["best_model_state"])
+    optimizer.load_state_dict(ckpt["optimizer_state"])
+    sampler.set_state(json.loads(ckpt["sampler_state"]))
+    world = distributed.world()
+    rngs = ckpt.get("torch_rng_ranks") or []
+    if len(rngs) == world.size:
+        torch.set_rng_state(rngs[world.rank])
+    else:  # saved by another number of processes: rank 0 continues, the others get their own
+        torch.set_rng_state(ckpt["torch_rng"])
+        if world.rank:
+            torch.manual_seed(distributed.shard_seed(int(ckpt["epoch"]), world.rank))
+    history.rows.extend(ckpt["history"])
+    if world.is_main:
+        print(f"resuming from {path} after epoch {ckpt['epoch']}")
+    return int(ckpt["epoch"])
+
+
+def _resumable(path: Path, run_fp: str, epochs: int) -> dict | None:
+    """last.pt's contents when it belongs to this very run and is unfinished, else None."""
+    if not path.exists():
+        return None
     try:
         ckpt = load_checkpoint(path)
     except Exception as exc:
         print(f"warning: ignoring unreadable {path} ({exc}); starting from scratch")
-        return 0
+        return None
     if (
         ckpt.get("run_fingerprint") != run_fp
         or "optimizer_state" not in ckpt
         or "best_model_state" not in ckpt
         or ckpt["epoch"] >= epochs
     ):
-        return 0
-    model.load_state_dict(ckpt["model_state"])
-    best_state.update(ckpt["best_model_state"])
-    optimizer.load_state_dict(ckpt["optimizer_state"])
-    sampler.set_state(json.loads(ckpt["sampler_state"]))
-    torch.set_rng_state(ckpt["torch_rng"])
-    history.rows.extend(ckpt["history"])
-    print(f"resuming from {path} after epoch {ckpt['epoch']}")
-    return int(ckpt["epoch"])
+        return None
+    return ckpt

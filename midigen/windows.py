@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from midigen.errors import DataError
+from midigen.distributed import batch_slice
+from midigen.errors import DataError, ParamsError
 from midigen.representations import PAD
 from midigen.store import TokenStore
 
@@ -21,22 +22,93 @@ def split_tokens(store: TokenStore, split: pd.DataFrame, name: str) -> np.ndarra
     return np.concatenate(parts).astype(np.int64)
 
 
+def split_view(store: TokenStore, split: pd.DataFrame, name: str) -> PieceStream:
+    """The same ids as split_tokens, read from the memory-mapped store on demand."""
+    names = split.set_index("rel_path")["split"]
+    chosen = store.index[store.index["rel_path"].map(names).eq(name)]
+    if chosen.empty:
+        raise DataError(f"the {name} split is empty (data/split.csv); add pieces or change split ratios")
+    return PieceStream(store.tokens, chosen["offset"].to_numpy(), chosen["length"].to_numpy())
+
+
+class PieceStream:
+    """Pieces of a (memory-mapped) token array back to back, as one virtual int64 stream.
+
+    Indexing reads only the ids asked for, so training on a corpus larger than RAM keeps
+    memory flat: per piece two integers, never a copy of the tokens. Pieces that lie next to
+    each other in the file are merged into one segment, so a lookup is one binary search over
+    the segments.
+    """
+
+    def __init__(self, tokens: np.ndarray, offsets: np.ndarray, lengths: np.ndarray):
+        offsets, lengths = np.asarray(offsets, dtype=np.int64), np.asarray(lengths, dtype=np.int64)
+        keep = lengths > 0
+        offsets, lengths = offsets[keep], lengths[keep]
+        # a new segment starts wherever a piece does not continue the previous one in the file
+        new = np.ones(offsets.shape[0], dtype=bool)
+        new[1:] = offsets[1:] != offsets[:-1] + lengths[:-1]
+        seg = np.cumsum(new) - 1
+        self.file_start = offsets[new]
+        seg_len = np.bincount(seg, weights=lengths, minlength=int(new.sum())).astype(np.int64)
+        self.virtual_start = np.concatenate([[0], np.cumsum(seg_len)[:-1]]).astype(np.int64)
+        self.tokens = tokens
+        self.shape = (int(seg_len.sum()),)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, idx) -> np.ndarray:
+        if isinstance(idx, slice):
+            start, stop, step = idx.indices(self.shape[0])
+            idx = np.arange(start, stop, step, dtype=np.int64)
+        idx = np.asarray(idx, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.shape[0]):
+            raise IndexError(f"index out of range for a stream of {self.shape[0]} ids")
+        seg = np.searchsorted(self.virtual_start, idx, side="right") - 1
+        return self.tokens[self.file_start[seg] + (idx - self.virtual_start[seg])].astype(np.int64)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+
 class WindowSampler:
     """Random windows of seq_len + 1 ids from one long id stream, reproducible from a seed.
 
     With `transpose` > 0, each window is shifted by a random number of semitones in
     [-transpose, transpose], limited to what keeps every note of that window in range.
+
+    With `shard` = (rank, world size), every rank draws the same global batch of batch_size
+    window positions from the same seed but reads and returns only its own share
+    (distributed.batch_slice): together the ranks see exactly the windows one process would.
     """
 
-    def __init__(self, stream: np.ndarray, seq_len: int, batch_size: int, seed: int, transpose: int = 0, rep=None):
+    def __init__(
+        self,
+        stream: np.ndarray | PieceStream,
+        seq_len: int,
+        batch_size: int,
+        seed: int,
+        transpose: int = 0,
+        rep=None,
+        shard: tuple[int, int] = (0, 1),
+    ):
         if stream.shape[0] < 2:
             raise DataError("the training split has fewer than 2 tokens")
         self.stream = stream
         self.seq_len = min(seq_len, stream.shape[0] - 1)
         self.batch_size = batch_size
         self.rng = np.random.default_rng(seed)
+        self.local = batch_slice(batch_size, *shard)
+        if self.local.stop <= self.local.start:
+            raise DataError(f"train.batch_size = {batch_size} is smaller than the {shard[1]} processes sharing it")
         self.transpose = transpose
         self.rep = rep
+        if transpose and getattr(rep, "name", None) != "events":
+            raise ParamsError(
+                f"train.transpose = {transpose}: only the events representation can be transposed "
+                f"(this store holds {getattr(rep, 'name', '?')} tokens); set train.transpose: 0"
+            )
         if transpose:
             # per id: pitch offset class (0 = not a note, 1 = NOTE_ON, 2 = NOTE_OFF) and pitch
             n = len(rep.vocab)
@@ -56,14 +128,16 @@ class WindowSampler:
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         starts = self.rng.integers(0, self.stream.shape[0] - self.seq_len, size=self.batch_size)
-        idx = starts[:, None] + np.arange(self.seq_len + 1)[None, :]
+        idx = starts[self.local, None] + np.arange(self.seq_len + 1)[None, :]
         win = self.stream[idx]
         if self.transpose:
-            win = self._transpose(win)
+            # drawn for the whole global batch, so every rank's generator stays in step
+            u = self.rng.random(self.batch_size)[self.local]
+            win = self._transpose(win, u)
         t = torch.from_numpy(win)
         return t[:, :-1], t[:, 1:]
 
-    def _transpose(self, win: np.ndarray) -> np.ndarray:
+    def _transpose(self, win: np.ndarray, u: np.ndarray) -> np.ndarray:
         rep = self.rep
         note = self._is_note[win]
         pitch = np.where(note, self._pitch[win], 0)
@@ -71,21 +145,22 @@ class WindowSampler:
         hi = np.where(note, pitch, -(10**6)).max(axis=1)
         down = np.minimum(self.transpose, np.maximum(lo - rep.pitch_min, 0))
         up = np.minimum(self.transpose, np.maximum(rep.pitch_max - hi, 0))
-        shift = np.floor(self.rng.random(win.shape[0]) * (up + down + 1)).astype(np.int64) - down
+        shift = np.floor(u * (up + down + 1)).astype(np.int64) - down
         shift = np.where(note.any(axis=1), shift, 0)
         return np.where(note, win + shift[:, None], win)
 
 
-def eval_windows(stream: np.ndarray, seq_len: int, batch_size: int):
-    """Non-overlapping windows covering the whole stream once (last one padded with <PAD>)."""
+def eval_windows(stream: np.ndarray | PieceStream, seq_len: int, batch_size: int):
+    """Non-overlapping windows covering the whole stream once (last one padded with <PAD>),
+    built one batch at a time so a large validation split is never copied whole."""
     n = stream.shape[0] - 1
     n_win = -(-n // seq_len)
-    x = np.full((n_win, seq_len), PAD, dtype=np.int64)
-    y = np.full((n_win, seq_len), PAD, dtype=np.int64)
-    for w in range(n_win):
-        a = w * seq_len
-        b = min(a + seq_len, n)
-        x[w, : b - a] = stream[a:b]
-        y[w, : b - a] = stream[a + 1 : b + 1]
+    offsets = np.arange(seq_len, dtype=np.int64)[None, :]
     for i in range(0, n_win, batch_size):
-        yield torch.from_numpy(x[i : i + batch_size]), torch.from_numpy(y[i : i + batch_size])
+        pos = np.arange(i, min(i + batch_size, n_win), dtype=np.int64)[:, None] * seq_len + offsets
+        real = pos < n
+        # one read of the ids a batch needs: pos and pos + 1
+        ids = stream[np.minimum(np.concatenate([pos, pos[:, -1:] + 1], axis=1), n)].astype(np.int64)
+        x = np.where(real, ids[:, :-1], PAD)
+        y = np.where(real, ids[:, 1:], PAD)
+        yield torch.from_numpy(x), torch.from_numpy(y)

@@ -1,17 +1,20 @@
 """Stage train: token store + split -> models/best.pt, models/last.pt, metrics/train.json,
-metrics/train_curve.csv; one MLflow run with per-epoch loss and perplexity."""
+metrics/train_curve.csv; one MLflow run with per-epoch loss and perplexity. With train.nproc > 1
+it re-runs itself under torchrun (DDP); rank 0 alone logs, checkpoints and writes metrics."""
 
 import sys
 from pathlib import Path
 
 import pandas as pd
 
+from midigen import distributed
 from midigen.errors import run_main
 from midigen.experiment import load_split_data
 from midigen.jsonio import write_json
 from midigen.params import load_params
-from midigen.tracking import start_run
-from midigen.train import train_model
+from midigen.tracking import no_run, start_run
+from midigen.train import pick_device, train_model
+from midigen.train_vae import train_vae
 
 MODELS = Path("models")
 
@@ -19,17 +22,26 @@ MODELS = Path("models")
 def main() -> None:
     params = load_params()
     data = load_split_data()
+    distributed.relaunch_under_torchrun(params["train"]["nproc"], params["train"]["threads"])
+    world = distributed.init(pick_device(params["train"]["device"]).type)
     rep = data.store.representation
-    train_stream, val_stream = data.stream("train"), data.stream("val", fallbacks=("train",))
+    if params["model"]["kind"] == "musicvae":  # fixed-length windows of a grid representation
+        trainer, unit = train_vae, "windows"
+        train_data, val_data = data.windows("train"), data.windows("val", fallbacks=("train",))
+    else:
+        trainer, unit = train_model, "tokens"
+        # memory-mapped views: memory stays flat however large the corpus
+        train_data, val_data = data.view("train"), data.view("val", fallbacks=("train",))
     data_fp = data.fingerprint()
-    print(f"train: {len(train_stream):,} tokens, val: {len(val_stream):,} tokens, vocab {len(rep.vocab)}")
+    if world.is_main:
+        print(f"train: {len(train_data):,} {unit}, val: {len(val_data):,} {unit}, vocab {len(rep.vocab)}")
     tags = {"dataset_fingerprint": data_fp, "data_source": params["data"]["source"]}
     logged = {k: params[k] for k in ("data", "preprocess", "split", "model", "train")}
-    with start_run(logged, tags) as run:
-        result = train_model(
+    with start_run(logged, tags) if world.is_main else no_run() as run:
+        result = trainer(
             rep,
-            train_stream,
-            val_stream,
+            train_data,
+            val_data,
             params,
             MODELS,
             data_fp,
@@ -43,12 +55,16 @@ def main() -> None:
             "epochs": len(result.history.rows),
             "tokens_per_s": round(result.tokens_per_s, 1),
             "wall_s": round(result.wall_s, 1),
+            "device": result.device,  # for the report (cpu, cuda, cuda:0, ...)
         }
+        summary.update({k: best[k] for k in ("val_accuracy", "val_kl") if k in best})  # musicvae
         run.log_metrics({"best_val_loss": best["val_loss"], "best_val_perplexity": best["val_perplexity"]})
         run.set_tags({"device": result.device})
         run.log_artifact(result.best_path)
+    if not world.is_main:
+        return
     write_json("metrics/train.json", summary)
-    curve = pd.DataFrame(result.history.rows)[["epoch", "train_loss", "val_loss", "train_perplexity", "val_perplexity"]]
+    curve = pd.DataFrame(result.history.rows).drop(columns=["tokens_per_s", "lr"])
     curve.to_csv("metrics/train_curve.csv", index=False)
     print(f"train: best val loss {best['val_loss']:.4f} (ppl {best['val_perplexity']:.2f}) at epoch {best['epoch']}")
 

@@ -41,6 +41,20 @@ def chorale_paths(chorale_dir) -> list[Path]:
     return paths
 
 
+@pytest.fixture(scope="session")
+def folk_paths(tmp_path_factory) -> list[Path]:
+    """Eight real folk melodies (music21's essenFolksong/teste.abc), exported to MIDI by ingest."""
+    from music21 import corpus
+
+    from midigen.ingest import export_music21_file
+
+    out = tmp_path_factory.mktemp("folk")
+    src = next(p for p in corpus.getComposer("essenFolksong") if p.name == "teste.abc")
+    results = export_music21_file((str(src), str(out), "essen"))
+    assert all(reason is None for _, reason in results), results
+    return sorted(out.glob("essen/*.mid"))
+
+
 def subprocess_env() -> dict[str, str]:
     """Environment for child processes: the venv's bin first on PATH, no DVC analytics."""
     env = dict(os.environ)
@@ -97,6 +111,8 @@ TINY_TRAIN = {
     "device": "cpu",
     # one thread: fast on a busy 2-core machine (OpenMP threads otherwise fight over the cores)
     "threads": 1,
+    "nproc": 1,
+    "compile": "never",
 }
 
 

@@ -77,6 +77,11 @@ def test_tokenize_reads_params_yaml_and_flags_override_it(chorale_paths, tmp_pat
             "max_notes": 200000,
             "max_duration_s": 3600,
             "timeout_s": 30,
+            "chord_min_count": 5,
+            "fixed_step_quarters": 0.0,
+            "steps_per_quarter": 4,
+            "bars": 4,
+            "hop_bars": 1,
         }
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

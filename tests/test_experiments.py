@@ -23,7 +23,7 @@ pytestmark = [
 ]
 
 WATCHED = "data/external/tiny"
-STAGES = ("ingest", "preprocess", "split", "train", "generate", "evaluate")
+STAGES = ("ingest", "preprocess", "split", "train", "generate", "evaluate", "report")
 DVC = str(VENV_BIN / "dvc")
 
 
@@ -142,9 +142,9 @@ def test_a_second_dvc_repro_runs_nothing(scenario):
     assert stages_run(scenario["repro_again"]) == set(), scenario["repro_again"]
 
 
-def test_exp_run_with_a_new_learning_rate_reruns_train_generate_and_evaluate_only(scenario):
+def test_exp_run_with_a_new_learning_rate_reruns_train_generate_evaluate_and_report_only(scenario):
     output = scenario["exp_lr"]
-    assert stages_run(output) == {"train", "generate", "evaluate"}, output
+    assert stages_run(output) == {"train", "generate", "evaluate", "report"}, output
     exp_name(output)
 
 
@@ -164,11 +164,11 @@ def test_exp_show_lists_the_experiment_with_its_params_and_metrics(scenario):
     assert "distribution_score" in metrics["metrics/eval.json"]["data"]
 
 
-def test_exp_run_with_a_new_temperature_reruns_generate_and_evaluate_only(scenario):
+def test_exp_run_with_a_new_temperature_reruns_generate_evaluate_and_report_only(scenario):
     # (evaluate reruns because the samples change; a model that had learnt nothing would give
     # the same samples at any temperature and DVC would rightly skip evaluate)
     output = scenario["exp_temp"]
-    assert stages_run(output) == {"generate", "evaluate"}, output
+    assert stages_run(output) == {"generate", "evaluate", "report"}, output
 
 
 def mlflow_runs(root):
@@ -218,3 +218,12 @@ def test_dvc_plots_show_writes_an_html_report(scenario):
     html = index.read_text(encoding="utf-8")
     for plot in ("loss", "perplexity", "set_distance"):
         assert plot in html, plot
+
+
+def test_dvc_repro_writes_the_report_with_a_piano_roll_per_sample(scenario):
+    root = scenario["root"]
+    assert re.search(r"report: \d+ pieces", scenario["repro"]), scenario["repro"]
+    page = (root / "reports" / "index.html").read_text(encoding="utf-8")
+    for name in ("sample_00", "sample_01"):
+        assert (root / "reports" / "img" / f"{name}.png").is_file(), name
+        assert f'src="img/{name}.png"' in page

@@ -396,3 +396,22 @@ def test_melody_of_a_tune_in_four_two_is_rejected(tmp_path):
 def test_a_drum_only_file_has_no_melody(tmp_path):
     with pytest.raises(MidiError, match="no melodic"):
         MelodyGrid().encode(read_grid_notes(rock_file(tmp_path / "rock.mid")))
+
+
+def test_cut_time_drums_and_two_four_melodies_are_accepted_but_not_two_four_drums(tmp_path):
+    from drum_corpus import drum_bars, write_drum_midi
+
+    bars = drum_bars("rock", 8, np.random.default_rng(0))
+    cut = read_grid_notes(write_drum_midi(tmp_path / "cut.mid", bars, 100, (2, 2)))
+    assert DrumGrid().windows(cut).shape == (5, 64)
+    two_four = read_grid_notes(write_drum_midi(tmp_path / "march.mid", bars, 100, (2, 4)))
+    with pytest.raises(MidiError, match=r"not 4/4 \(found 2/4 at bar 1\)"):
+        DrumGrid().windows(two_four)
+    notes = [(60 + i % 5, i * 0.25, i * 0.25 + 0.25) for i in range(64)]
+    pm = pretty_midi.PrettyMIDI(initial_tempo=120)
+    pm.time_signature_changes.append(pretty_midi.TimeSignature(2, 4, 0.0))
+    inst = pretty_midi.Instrument(0)
+    inst.notes = [pretty_midi.Note(velocity=80, pitch=p, start=a, end=b) for p, a, b in notes]
+    pm.instruments.append(inst)
+    pm.write(str(tmp_path / "polka.mid"))
+    assert MelodyGrid().windows(read_grid_notes(tmp_path / "polka.mid")).shape[0] > 0

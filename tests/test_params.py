@@ -26,6 +26,11 @@ GOOD = {
         "max_notes": 200000,
         "max_duration_s": 3600,
         "timeout_s": 30,
+        "steps_per_quarter": 4,
+        "bars": 4,
+        "hop_bars": 1,
+        "chord_min_count": 5,
+        "fixed_step_quarters": 0.0,
     },
     "split": {"val_ratio": 0.1, "test_ratio": 0.1, "seed": 1234, "from_metadata": True},
 }

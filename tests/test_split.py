@@ -90,11 +90,21 @@ def test_from_metadata_false_ignores_the_split_column():
     assert "hash" in how
 
 
-@pytest.mark.parametrize("bad", [["train", "holdout", "test"], ["train", None, "test"]])
-def test_unusable_split_column_falls_back_to_the_hash(bad):
-    index = pd.DataFrame({"rel_path": ["a.mid", "b.mid", "c.mid"], "split": bad})
+@pytest.mark.parametrize("bad", [["test", "holdout", "test"], ["test", None, "test"]])
+def test_pieces_without_a_usable_metadata_split_are_split_by_hash(bad):
+    # files added beside a dataset (or with an unknown split name) do not discard its split
+    rel = ["a.mid", "b.mid", "c.mid"]
+    index = pd.DataFrame({"rel_path": rel, "split": bad})
     table, how = make_split(index, 0.1, 0.1, 1234, from_metadata=True)
-    assert table["split"].tolist() == assign_splits(["a.mid", "b.mid", "c.mid"], 0.1, 0.1, 1234).tolist()
+    hashed = assign_splits(rel, 0.1, 0.1, 1234).tolist()
+    assert table["split"].tolist() == ["test", hashed[1], "test"]
+    assert "metadata" in how and "1 pieces by hash" in how
+
+
+def test_a_split_column_with_no_usable_value_falls_back_to_the_hash():
+    index = pd.DataFrame({"rel_path": ["a.mid", "b.mid"], "split": ["holdout", None]})
+    table, how = make_split(index, 0.1, 0.1, 1234, from_metadata=True)
+    assert table["split"].tolist() == assign_splits(["a.mid", "b.mid"], 0.1, 0.1, 1234).tolist()
     assert "hash" in how
 
 

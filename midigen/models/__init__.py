@@ -11,12 +11,47 @@ import torch
 
 from midigen.errors import DataError
 from midigen.models.lstm import LSTMLM, LSTMConfig
+from midigen.models.musicvae import MusicVAE, MusicVAEConfig
 
-__all__ = ["LSTMLM", "LSTMConfig", "build_model", "save_checkpoint", "load_checkpoint", "model_from_checkpoint"]
+__all__ = [
+    "LSTMLM",
+    "LSTMConfig",
+    "MusicVAE",
+    "MusicVAEConfig",
+    "build_model",
+    "save_checkpoint",
+    "load_checkpoint",
+    "model_from_checkpoint",
+]
 
 
-def build_model(model_params: dict[str, Any], vocab_size: int) -> torch.nn.Module:
+def build_model(model_params: dict[str, Any], vocab_size: int, rep: Any = None) -> torch.nn.Module:
+    """The model params select and size; vocab_size from the representation (and for MusicVAE
+    the window shape of the grid representation `rep`)."""
     kind = model_params["kind"]
+    if kind == "musicvae":
+        if rep is None or not hasattr(rep, "steps_per_bar"):
+            raise DataError(
+                "model.kind = 'musicvae' needs a grid representation (preprocess.representation drums|melody)"
+            )
+        layers = model_params["num_layers"]
+        return MusicVAE(
+            MusicVAEConfig(
+                num_classes=vocab_size,
+                steps_per_bar=rep.steps_per_bar,
+                bars=rep.bars,
+                z_dim=model_params["z_dim"],
+                enc_hidden=model_params["enc_hidden"],
+                enc_layers=layers,
+                conductor_hidden=model_params["conductor_hidden"],
+                conductor_layers=layers,
+                dec_hidden=model_params["dec_hidden"],
+                dec_layers=layers,
+                emb_dim=model_params["emb_dim"],
+                decoder=model_params["decoder"],
+                dropout=model_params["dropout"],
+            )
+        )
     if kind == "lstm":
         return LSTMLM(
             LSTMConfig(
@@ -61,6 +96,9 @@ def model_from_checkpoint(ckpt: dict[str, Any]) -> torch.nn.Module:
     if kind == "lstm":
         cfg = {k: v for k, v in ckpt["model"].items() if k != "kind"}
         model = LSTMLM(LSTMConfig(**cfg))
+    elif kind == "musicvae":
+        cfg = {k: v for k, v in ckpt["model"].items() if k != "kind"}
+        model = MusicVAE(MusicVAEConfig(**cfg))
     else:
         raise DataError(f"checkpoint model kind {kind!r} is not supported by this version")
     model.load_state_dict(ckpt["model_state"])

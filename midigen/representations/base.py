@@ -16,6 +16,10 @@ class Representation:
     """Notes <-> token ids. The vocabulary depends on the params alone, never on data."""
 
     name: str = ""
+    #: None: encode() takes notes in real seconds (the file's tempo map) and decode() returns them.
+    #: A tempo (quarter notes per minute): notes are in musical time, as if played at this constant
+    #: tempo, for representations that count quarter notes rather than seconds.
+    score_tempo_bpm: float | None = None
 
     def __init__(self, vocab: list[str]):
         self.vocab = vocab
@@ -37,6 +41,18 @@ class Representation:
     def decode(self, ids: np.ndarray) -> np.ndarray:
         """Any id sequence a model can produce -> notes."""
         raise NotImplementedError
+
+    def read(self, path: str | Path, max_notes: int | None = None) -> np.ndarray:
+        """The notes of a MIDI file, timed the way encode() expects (see score_tempo_bpm)."""
+        from midigen.midi_io import read_notes
+
+        return read_notes(path, max_notes, tempo_bpm=self.score_tempo_bpm)
+
+    def repetition_units(self, ids: np.ndarray) -> np.ndarray:
+        """The ids the repetition metrics count, one per musical step: here every id but
+        <PAD>/<BOS>/<EOS>; a representation that spends several ids on one onset keeps one."""
+        ids = np.asarray(ids, dtype=np.int64)
+        return ids[ids >= len(SPECIALS)]
 
     def ids_to_tokens(self, ids) -> list[str]:
         return [self.vocab[int(i)] if 0 <= int(i) < len(self.vocab) else f"<BAD:{int(i)}>" for i in ids]

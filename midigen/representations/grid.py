@@ -5,9 +5,10 @@ are read in ticks and put on a grid of `steps_per_quarter` steps per quarter not
 counted from the start of the file; bar lines fall every `4 * steps_per_quarter` steps. Tempo
 changes therefore do not move anything on the grid, and decoding needs a tempo to give seconds.
 
-Both representations accept 4/4 only (a file without a time signature counts as 4/4), as
-Magenta's MusicVAE drum and 2-bar/16-bar melody presets do: other meters would put bar lines
-where the windows do not expect them. There is no <PAD>/<BOS>/<EOS>: every window has the same
+Bars are 4/4 (a file without a time signature counts as 4/4), as in Magenta's MusicVAE drum and
+2-bar/16-bar melody presets: other meters would put bar lines where the windows do not expect
+them. Cut time (2/2) has the same bar lines and is accepted; melodies also accept 2/4 (two
+notated bars per grid bar), the meter of many folk tunes. There is no <PAD>/<BOS>/<EOS>: every window has the same
 length and every id is a step.
 
 Units: `*_step` values are integer grid steps (16ths by default), `tempo_bpm` is quarter notes
@@ -24,6 +25,7 @@ import numpy as np
 
 from midigen.errors import MidiError
 from midigen.midi_io import NOTE_DTYPE, empty_notes, read_tick_notes
+from midigen.representations.base import Representation
 
 #: One row per note of a `GridPiece`, times in grid steps from the start of the file.
 GRID_NOTE_DTYPE = np.dtype(
@@ -102,22 +104,37 @@ def read_grid_notes(path: str | Path, steps_per_quarter: int = 4, max_notes: int
     )
 
 
-class GridRepresentation:
+class GridRepresentation(Representation):
     """The interface the grid representations share: pieces -> windows of step ids -> notes.
 
-    The vocabulary is fixed by the params alone; ids are uint16 like the token store's.
+    The vocabulary is fixed by the params alone; ids are uint16 like the token store's. A grid
+    representation also knows its window shape (`bars`, cut every `hop_bars` bars), so the token
+    store holds each piece as its windows back to back and a model reads (n, seq_len) blocks.
     """
 
     name: str = ""
 
-    def __init__(self, vocab: list[str], steps_per_quarter: int = 4):
+    def __init__(self, vocab: list[str], steps_per_quarter: int = 4, bars: int = 4, hop_bars: int = 1):
         if steps_per_quarter < 1:
             raise ValueError(f"steps_per_quarter must be >= 1, got {steps_per_quarter}")
-        self.vocab = vocab
-        self.token_to_id = {t: i for i, t in enumerate(vocab)}
+        if bars < 1 or hop_bars < 1:
+            raise ValueError(f"bars and hop_bars must be >= 1, got {bars} and {hop_bars}")
+        super().__init__(vocab)
         self.steps_per_quarter = int(steps_per_quarter)
-        #: 4/4 only, so a bar is always four quarters
+        #: a grid bar is always four quarters (see `meters`)
         self.steps_per_bar = 4 * self.steps_per_quarter
+        self.bars, self.hop_bars = int(bars), int(hop_bars)
+
+    @classmethod
+    def from_params(cls, preprocess: dict[str, Any]) -> GridRepresentation:
+        return cls(
+            steps_per_quarter=preprocess["steps_per_quarter"], bars=preprocess["bars"], hop_bars=preprocess["hop_bars"]
+        )
+
+    @property
+    def seq_len(self) -> int:
+        """Steps per window."""
+        return self.bars * self.steps_per_bar
 
     @property
     def num_classes(self) -> int:
@@ -128,36 +145,51 @@ class GridRepresentation:
 
     def config(self) -> dict[str, Any]:
         """The params that rebuild this representation (stored with data and checkpoints)."""
-        return {"name": self.name, "steps_per_quarter": self.steps_per_quarter}
+        return {
+            "name": self.name,
+            "steps_per_quarter": self.steps_per_quarter,
+            "bars": self.bars,
+            "hop_bars": self.hop_bars,
+        }
 
     def step_s(self, tempo_bpm: float) -> float:
         """Length of one grid step in seconds at tempo_bpm quarter notes per minute."""
         return 60.0 / float(tempo_bpm) / self.steps_per_quarter
 
-    def ids_to_tokens(self, ids) -> list[str]:
-        n = len(self.vocab)
-        return [self.vocab[int(i)] if 0 <= int(i) < n else f"<BAD:{int(i)}>" for i in ids]
-
     def encode(self, piece: GridPiece) -> np.ndarray:
         """The whole piece as one id per step from step 0 to its last bar line (uint16)."""
         raise NotImplementedError
 
-    def windows(self, piece: GridPiece, bars: int, hop_bars: int) -> np.ndarray:
+    def windows(self, piece: GridPiece, bars: int | None = None, hop_bars: int | None = None) -> np.ndarray:
         """Windows of `bars` bars starting on bar lines every `hop_bars` bars: (n, bars * steps_per_bar).
 
-        Only windows that lie inside the piece's bars are cut (the last bar is the one holding
-        the last event; no silent padding past it). Windows without enough content are skipped.
+        bars and hop_bars default to the representation's own. Only windows that lie inside the
+        piece's bars are cut (the last bar is the one holding the last event; no silent padding
+        past it). Windows without enough content are skipped.
         """
+        return self.windows_with_starts(piece, bars, hop_bars)[0]
+
+    def windows_with_starts(
+        self, piece: GridPiece, bars: int | None = None, hop_bars: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """As windows(), plus the bar (counted from 0) where each kept window starts."""
+        bars = self.bars if bars is None else bars
+        hop_bars = self.hop_bars if hop_bars is None else hop_bars
         if bars < 1 or hop_bars < 1:
             raise ValueError(f"bars and hop_bars must be >= 1, got {bars} and {hop_bars}")
         grid = self.encode(piece)
         width = bars * self.steps_per_bar
         starts = np.arange(0, grid.shape[0] - width + 1, hop_bars * self.steps_per_bar)
         if starts.size == 0:
-            return np.zeros((0, width), dtype=np.uint16)
+            return np.zeros((0, width), dtype=np.uint16), np.zeros(0, dtype=np.int64)
         out = grid[starts[:, None] + np.arange(width)]
         out = self._window_starts(out, piece, starts)
-        return out[self._keep(out)]
+        keep = self._keep(out)
+        return out[keep], starts[keep] // self.steps_per_bar
+
+    def n_bars(self, piece: GridPiece) -> int:
+        """Bars of the piece as the windows see it (through the bar holding its last event)."""
+        return self.encode(piece).shape[0] // self.steps_per_bar
 
     def decode(self, ids: np.ndarray, tempo_bpm: float = DEFAULT_TEMPO_BPM) -> np.ndarray:
         """Any id sequence -> notes (midigen.midi_io.NOTE_DTYPE, seconds at tempo_bpm)."""
@@ -170,17 +202,24 @@ class GridRepresentation:
     def _keep(self, windows: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def _check_meter(self, piece: GridPiece) -> None:
-        """MidiError unless every time signature is 4/4 (no time signature counts as 4/4).
+    #: meters accepted as they are: a grid bar is always four quarter notes, so 2/2 (cut time)
+    #: has the same bar lines as 4/4, and in 2/4 a grid bar holds two notated bars
+    meters: frozenset[tuple[int, int]] = frozenset({(4, 4), (2, 2)})
 
-        The bar named in the reason counts from 1; every signature before it was 4/4, so it is
-        the step divided by four quarters.
+    def _check_meter(self, piece: GridPiece) -> None:
+        """MidiError unless every time signature is one of `meters` and starts on a grid bar line
+        (no time signature counts as 4/4).
+
+        The bar named in the reason counts grid bars (four quarters) from 1.
         """
         sigs = piece.time_signatures
+        grid_bar = 4 * piece.steps_per_quarter
         for step, num, den in sigs.tolist():
-            if (int(num), int(den)) != (4, 4):
-                bar = int(step) // (4 * piece.steps_per_quarter) + 1
+            bar = int(step) // grid_bar + 1
+            if (int(num), int(den)) not in self.meters:
                 raise MidiError(piece.path, f"not 4/4 (found {int(num)}/{int(den)} at bar {bar})")
+            if int(step) % grid_bar:
+                raise MidiError(piece.path, f"a {int(num)}/{int(den)} time signature off the 4/4 bar lines (bar {bar})")
 
     def _steps(self, piece: GridPiece, notes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Onset and offset steps of `notes` on this representation's grid."""
@@ -230,8 +269,9 @@ class DrumGrid(GridRepresentation):
 
     name = "drums"
 
-    def __init__(self, steps_per_quarter: int = 4):
-        super().__init__([f"DRUMS_{i:0{NUM_DRUM_CLASSES}b}" for i in range(2**NUM_DRUM_CLASSES)], steps_per_quarter)
+    def __init__(self, steps_per_quarter: int = 4, bars: int = 4, hop_bars: int = 1):
+        vocab = [f"DRUMS_{i:0{NUM_DRUM_CLASSES}b}" for i in range(2**NUM_DRUM_CLASSES)]
+        super().__init__(vocab, steps_per_quarter, bars, hop_bars)
 
     def encode(self, piece: GridPiece) -> np.ndarray:
         drums = piece.notes[piece.notes["is_drum"]]
@@ -282,15 +322,18 @@ class MelodyGrid(GridRepresentation):
 
     The melody is the top line of the non-drum notes: where notes start, the highest pitch
     starting at that step is kept; a new onset ends the note before it; otherwise a note ends
-    at its own offset. 4/4 only (Magenta's melody converter allows other meters; we keep 4/4 to
-    match the drum side so both cut windows the same way).
+    at its own offset. Meters: 4/4, 2/2 and 2/4 (see `meters`). In windows(), a note sounding across a
+    window's first bar line is struck again at the window's first step, and windows with fewer
+    than 2 note-ons are skipped (Magenta drops rest-only and one-note melodies).
     """
 
     name = "melody"
+    #: folk tunes are often in 2/4: two of its bars make one grid bar
+    meters = frozenset({(4, 4), (2, 2), (2, 4)})
 
-    def __init__(self, steps_per_quarter: int = 4):
+    def __init__(self, steps_per_quarter: int = 4, bars: int = 4, hop_bars: int = 1):
         vocab = ["NO_EVENT", "NOTE_OFF"] + [f"NOTE_ON_{p}" for p in range(128)]
-        super().__init__(vocab, steps_per_quarter)
+        super().__init__(vocab, steps_per_quarter, bars, hop_bars)
 
     def melody(self, piece: GridPiece) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The top line as (onset_step, offset_step, pitch) arrays, sorted, never overlapping."""
@@ -327,12 +370,6 @@ class MelodyGrid(GridRepresentation):
 
     def encode(self, piece: GridPiece) -> np.ndarray:
         return self._grid_and_sounding(piece)[0]
-
-    def windows(self, piece: GridPiece, bars: int, hop_bars: int) -> np.ndarray:
-        """As GridRepresentation.windows; a note sounding across a window's first bar line is
-        struck again at the window's first step, and windows with fewer than 2 note-ons are
-        skipped (Magenta drops rest-only and one-note melodies)."""
-        return super().windows(piece, bars, hop_bars)
 
     def _window_starts(self, windows: np.ndarray, piece: GridPiece, starts: np.ndarray) -> np.ndarray:
         _, sounding = self._grid_and_sounding(piece)

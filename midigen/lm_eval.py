@@ -1,0 +1,89 @@
+"""Judging a next-token model the two ways seed 003 does: one step at a time with the true
+tokens as input (teacher forcing), and running free on its own output, greedy and sampled.
+
+Greedy decoding is where seed 002's model failed (the same chord forever), so both decoding
+modes continue the same primers and are scored with the same repetition metrics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from midigen.metrics import repetition_metrics, summarize
+from midigen.representations import EOS, PAD, Representation
+from midigen.train import autocast
+from midigen.windows import eval_windows
+
+
+@torch.no_grad()
+def teacher_forced(
+    model: nn.Module, stream: np.ndarray, seq_len: int, batch_size: int, device: torch.device
+) -> tuple[float, float]:
+    """(mean cross-entropy in nats/token, next-token accuracy) over every position of a stream,
+    <PAD> targets ignored; the same windows as train.evaluate_loss, so the loss is identical.
+    Accuracy counts a position right when the most likely token is the true next one."""
+    model.eval()
+    total, right, count = 0.0, 0, 0
+    for x, y in eval_windows(stream, seq_len, batch_size):
+        x, y = x.to(device), y.to(device)
+        with autocast(device):
+            logits, _ = model(x)
+        logits = logits.float()
+        total += nn.functional.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=PAD, reduction="sum"
+        ).item()
+        real = y != PAD
+        right += int(((logits.argmax(-1) == y) & real).sum())
+        count += int(real.sum())
+    return total / max(1, count), right / max(1, count)
+
+
+def free_running_accuracy(continuation: np.ndarray, truth: np.ndarray) -> float:
+    """Share of the true continuation's tokens that the generated one has at the same position
+    (seed 003's "full song" prediction: one early mistake can derail everything after it)."""
+    n = min(len(continuation), len(truth))
+    return float((np.asarray(continuation[:n]) == np.asarray(truth[:n])).sum() / len(truth)) if len(truth) else 0.0
+
+
+def compare_decoding(
+    model: nn.Module,
+    rep: Representation,
+    pieces: list[np.ndarray],
+    primer_tokens: int,
+    steps: int,
+    sampling: dict[str, Any],
+    device: torch.device,
+) -> dict[str, Any]:
+    """Continue the first primer_tokens ids of each piece for up to `steps` ids, once greedily
+    and once sampled (sampling: temperature, top_k, top_p, seed as in the generate params), all
+    pieces in one batch per mode. Per mode: longest_run and distinct_share of the continuations'
+    repetition units, their free-running accuracy against the true continuation, and length."""
+    prompts = [p[: max(1, min(primer_tokens, len(p) - 1))].astype(np.int64).tolist() for p in pieces]
+    truths = [np.asarray(p[len(q) : len(q) + steps], dtype=np.int64) for p, q in zip(pieces, prompts, strict=True)]
+    out: dict[str, Any] = {"pieces": len(prompts), "primer_tokens": primer_tokens, "steps": steps}
+    for mode, greedy in (("greedy", True), ("sampled", False)):
+        gen = torch.Generator(device=device)
+        gen.manual_seed(sampling["seed"])
+        seqs = model.generate(
+            prompts,
+            steps,
+            EOS,
+            sampling["temperature"],
+            sampling["top_k"],
+            sampling["top_p"],
+            generator=gen,
+            greedy=greedy,
+        )
+        conts = [np.asarray(s[len(q) :], dtype=np.int64) for s, q in zip(seqs, prompts, strict=True)]
+        out[mode] = {
+            **repetition_metrics([rep.repetition_units(c) for c in conts]),
+            "free_running_accuracy": summarize(
+                [free_running_accuracy(c, t) for c, t in zip(conts, truths, strict=True) if len(t)]
+            ),
+            "tokens": summarize([len(c) for c in conts]),
+        }
+    return out
