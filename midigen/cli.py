@@ -130,8 +130,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
         from midigen.latent import load_vae, sample, write_windows
 
         model, grid_rep, dev = load_vae(args.checkpoint, args.device)
-        windows, _ = sample(model, args.num_files, args.temperature, args.seed, dev)
-        for path in write_windows(windows, grid_rep, args.out, "sample", 120.0):
+        # a MusicVAE decodes whole windows from z: --max-steps, --top-k/--top-p and --primer do not apply
+        windows, _ = sample(model, args.num_files, 0.0 if args.greedy else args.temperature, args.seed, dev)
+        for path in write_windows(windows, grid_rep, args.out, "sample", args.tempo):
             print(path)
         return 0
     seqs, rep = sample_ids(
@@ -155,7 +156,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def _check_vae_flags(args: argparse.Namespace) -> None:
     if args.temperature != 0:  # 0 = argmax; otherwise what generate.temperature accepts
         SCHEMA["generate"]["temperature"].check("--temperature", args.temperature)
-    SCHEMA["generate"]["tempo"].check("--tempo", args.tempo)
+    if args.tempo is not None:
+        SCHEMA["generate"]["tempo"].check("--tempo", args.tempo)
     if args.bar is not None and args.bar < 1:
         raise ParamsError(f"--bar = {args.bar}: bars count from 1")
 
@@ -167,9 +169,9 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     if args.steps < 2:
         raise ParamsError(f"--steps = {args.steps}: at least 2 (both ends are included)")
     model, rep, dev = load_vae(args.checkpoint, args.device)
-    a, b = file_window(args.a, rep, args.bar), file_window(args.b, rep, args.bar)
+    (a, tempo), (b, _) = file_window(args.a, rep, args.bar), file_window(args.b, rep, args.bar)
     seq = interpolate_windows(model, a, b, args.steps, args.temperature, args.seed, dev)
-    for path in write_windows(seq, rep, args.out, "interp", args.tempo):
+    for path in write_windows(seq, rep, args.out, "interp", args.tempo or tempo):
         print(path)
     return 0
 
@@ -179,10 +181,10 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
     _check_vae_flags(args)
     model, rep, dev = load_vae(args.checkpoint, args.device)
-    window = file_window(args.midi, rep, args.bar)
+    window, tempo = file_window(args.midi, rep, args.bar)
     out = reconstruct(model, window[None], args.temperature, args.seed, dev)
-    write_windows(window[None], rep, args.out, "original", args.tempo)
-    path = write_windows(out, rep, args.out, "reconstruction", args.tempo)[0]
+    write_windows(window[None], rep, args.out, "original", args.tempo or tempo)
+    path = write_windows(out, rep, args.out, "reconstruction", args.tempo or tempo)[0]
     accuracy = float((out[0] == window).mean())
     print(f"{path}  ({accuracy:.1%} of the {window.shape[0]} steps as in the original)")
     return 0
@@ -194,7 +196,7 @@ def _add_vae_flags(p: argparse.ArgumentParser, temperature: float) -> None:
     p.add_argument(
         "--temperature", type=float, default=temperature, help=f"0 = most likely step (default {temperature:g})"
     )
-    p.add_argument("--tempo", type=float, default=120.0, help="quarter notes per minute of the output")
+    p.add_argument("--tempo", type=float, default=None, help="quarter notes per minute (default: the first file's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--out", required=True, help="output folder")
@@ -226,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
     p.add_argument("--primer", help="a MIDI file to continue (its tokens are the prompt)")
+    p.add_argument("--tempo", type=float, default=120.0, help="MusicVAE grids: quarter notes per minute")
     p.add_argument("--out", required=True, help="output folder (sample_NN.mid and .txt)")
     p.set_defaults(func=cmd_sample)
 

@@ -1,7 +1,7 @@
 """Multi-process training with PyTorch DistributedDataParallel (DDP), launched by torchrun.
 
-`train.nproc: N` > 1 makes the train stage re-execute itself under
-`python -m torch.distributed.run --standalone --nproc_per_node N` (torchrun); torchrun gives
+`train.nproc: N` > 1 makes the train stage run itself again under torchrun (what
+`python -m torch.distributed.run --standalone --nproc_per_node N` does); torchrun gives
 each worker RANK, WORLD_SIZE, LOCAL_RANK and the rendezvous address in its environment, and
 `init` joins the process group: gloo on CPU, NCCL on CUDA (one GPU per local rank). Started
 under torchrun already (e.g. several nodes, see the README), the stage does not re-launch.
@@ -54,17 +54,34 @@ def threads_per_rank(requested: int, local_size: int) -> int:
     return requested if requested > 0 else max(1, cores() // max(1, local_size))
 
 
-def relaunch_under_torchrun(nproc: int, threads: int = 0) -> None:
-    """With nproc > 1 and not yet under torchrun, replace this process by torchrun running the
-    same script in nproc workers (never returns then). Otherwise return at once."""
+def launch(nproc: int, threads: int = 0, device_type: str = "cpu") -> int | None:
+    """With nproc > 1 and not yet under torchrun: run this same script in nproc worker
+    processes under torchrun's elastic agent (torch.distributed.run, in this process, so a
+    signal or a failed worker ends in an exit code and one line rather than its traceback).
+    Returns the exit code then; None when there is nothing to launch."""
     if nproc <= 1 or under_torchrun():
-        return
+        return None
+    if device_type == "cuda" and nproc > torch.cuda.device_count():
+        from midigen.errors import ParamsError
+
+        raise ParamsError(f"train.nproc = {nproc} but only {torch.cuda.device_count()} GPU(s): one process per GPU")
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
     # torchrun would otherwise force OMP_NUM_THREADS=1 with a warning; give each rank its share
     os.environ.setdefault("OMP_NUM_THREADS", str(threads_per_rank(threads, nproc)))
-    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    args = get_args_parser().parse_args(["--standalone", f"--nproc_per_node={nproc}", *sys.argv])
     print(f"train: starting {nproc} processes with torchrun (DistributedDataParallel)", flush=True)
-    sys.stderr.flush()
-    os.execv(sys.executable, argv + sys.argv)
+    try:
+        run(args)
+    except SignalException:  # Ctrl-C or SIGTERM: the agent has stopped the workers (they said so)
+        return 130
+    except ChildFailedError as exc:
+        codes = [f.exitcode for f in exc.failures.values()]
+        print(f"error: a training process failed (exit code {codes[0]})", file=sys.stderr)
+        return codes[0] if codes and codes[0] > 0 else 1
+    return 0
 
 
 def init(device_type: str = "cpu") -> World:

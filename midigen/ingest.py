@@ -134,17 +134,18 @@ def export_music21_file(job: tuple[str, str, str]) -> list[tuple[str, str | None
         rel = f"{corpus_name}/{stem}.mid" if len(scores) == 1 else f"{corpus_name}/{stem}_{i:04d}.mid"
         target = Path(out_dir) / rel
         target.parent.mkdir(parents=True, exist_ok=True)
+        pickup = pickup_quarters(score)
         try:
             data = translate.streamToMidiFile(score).writestr()
             if not data:
                 raise ValueError("empty MIDI")
-            target.write_bytes(data)
+            target.write_bytes(delay_midi(data, pickup) if pickup else data)
             results.append((rel, None))
             continue
         except Exception as exc:
             first_error = f"{type(exc).__name__}: {exc}"
         try:  # music21's exporter trips over some repeat structures; write the notes as notated
-            notes = stream_notes(score)
+            notes = stream_notes(score, pickup)
             if not len(notes):
                 raise ValueError("no notes")
             write_midi(notes, target)
@@ -155,9 +156,48 @@ def export_music21_file(job: tuple[str, str, str]) -> list[tuple[str, str | None
     return results
 
 
-def stream_notes(score) -> np.ndarray:
+def pickup_quarters(score) -> float:
+    """Quarter notes missing from an incomplete first bar (an anacrusis: music21's paddingLeft
+    of the first measure), 0 when the piece starts on a bar line.
+
+    music21 writes a pickup at time 0, so every later bar line would sit that much early; the
+    export delays the music by this much so bars fall where a bar grid expects them."""
+    parts = list(getattr(score, "parts", [])) or [score]
+    try:
+        first = parts[0].getElementsByClass("Measure").first()
+    except Exception:
+        return 0.0
+    pad = float(first.paddingLeft) if first is not None and first.paddingLeft else 0.0
+    return pad if pad > 0 else 0.0
+
+
+def delay_midi(data: bytes, quarters: float) -> bytes:
+    """MIDI file bytes with every event moved `quarters` quarter notes later, except meta events
+    at time 0 (tempo, meter, key, names), which stay at the start."""
+    import io
+
+    import mido
+
+    mid = mido.MidiFile(file=io.BytesIO(data))
+    shift = round(quarters * mid.ticks_per_beat)
+    for track in mid.tracks:
+        now, timed = 0, []
+        for msg in track:
+            now += msg.time
+            timed.append((now if (msg.is_meta and now == 0) else now + shift, msg))
+        timed.sort(key=lambda tm: tm[0])  # stable: the order of events at one time is kept
+        prev = 0
+        for i, (t, msg) in enumerate(timed):
+            track[i] = msg.copy(time=t - prev)
+            prev = t
+    out = io.BytesIO()
+    mid.save(file=out)
+    return out.getvalue()
+
+
+def stream_notes(score, pickup_quarters: float = 0.0) -> np.ndarray:
     """Notes of a music21 score as written (ties merged, repeats not expanded), in seconds at
-    the score's first metronome mark (120 bpm if none)."""
+    the score's first metronome mark (120 bpm if none), delayed by `pickup_quarters`."""
     from music21 import tempo
 
     flat = score.flatten().stripTies()
@@ -166,7 +206,7 @@ def stream_notes(score) -> np.ndarray:
     sec_per_quarter = 60.0 / bpm
     starts, ends, pitches = [], [], []
     for el in flat.notes:
-        start = float(el.offset) * sec_per_quarter
+        start = (float(el.offset) + pickup_quarters) * sec_per_quarter
         end = start + max(float(el.quarterLength), 1 / 16) * sec_per_quarter
         for p in el.pitches:
             starts.append(start)

@@ -13,11 +13,11 @@ import numpy as np
 import torch
 
 from midigen import representations
-from midigen.errors import DataError, MidiError
+from midigen.errors import DataError, MidiError, MidigenError
 from midigen.midi_io import write_midi
 from midigen.models import load_checkpoint, model_from_checkpoint
 from midigen.models.musicvae import MusicVAE, interpolate
-from midigen.representations.grid import DrumGrid, GridRepresentation, read_grid_notes
+from midigen.representations.grid import DrumGrid, GridRepresentation, no_window_reason, read_grid_notes
 from midigen.train import pick_device
 
 
@@ -35,28 +35,19 @@ def load_vae(checkpoint: str | Path, device: str = "auto") -> tuple[MusicVAE, Gr
     return model, rep, dev
 
 
-def file_window(path: str | Path, rep: GridRepresentation, bar: int | None = None) -> np.ndarray:
-    """The first usable window of a MIDI file, or the one starting at `bar` (counted from 1).
+def file_window(path: str | Path, rep: GridRepresentation, bar: int | None = None) -> tuple[np.ndarray, float]:
+    """The first usable window of a MIDI file, or the one starting at `bar` (counted from 1), and
+    the file's tempo (quarter notes per minute).
 
     Raises MidiError saying why there is none: no drum track / no melody, not 4/4, too short,
     nothing in the window."""
     piece = read_grid_notes(path, rep.steps_per_quarter)
     windows, starts = rep.windows_with_starts(piece, hop_bars=1)
-    content = "drum hits" if isinstance(rep, DrumGrid) else "two or more notes"
-    n_bars = rep.n_bars(piece)
-    if bar is None:
-        if windows.shape[0] == 0:
-            raise MidiError(
-                str(path), f"no {rep.bars}-bar window with {content} (the file has {n_bars} bar{'s' * (n_bars != 1)})"
-            )
-        return windows[0].astype(np.int64)
-    hit = np.flatnonzero(starts == bar - 1)
-    if hit.size == 0:
-        why = "it is too short" if bar - 1 + rep.bars > n_bars else f"that window has no {content}"
-        raise MidiError(
-            str(path), f"no {rep.bars}-bar window starting at bar {bar}: {why} (the file has {n_bars} bars)"
-        )
-    return windows[hit[0]].astype(np.int64)
+    if bar is not None:
+        windows = windows[starts == bar - 1]
+    if windows.shape[0] == 0:
+        raise MidiError(str(path), no_window_reason(rep, piece, bar))
+    return windows[0].astype(np.int64), piece.tempo_bpm
 
 
 def _as_tensor(ids: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -107,9 +98,14 @@ def write_windows(
     """<prefix>_NN.mid (4/4, the full window length, drums on channel 10) and <prefix>_NN.txt
     (one token per step) per window."""
     out_dir = Path(out_dir)
-    if clear and out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        if clear and out_dir.exists():
+            shutil.rmtree(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for old in [*out_dir.glob(f"{prefix}_[0-9][0-9].mid"), *out_dir.glob(f"{prefix}_[0-9][0-9].txt")]:
+            old.unlink()  # a shorter run must not leave a longer run's files behind
+    except OSError as exc:
+        raise MidigenError(f"{out_dir}: cannot write there ({exc.strerror or exc})") from None
     drums = isinstance(rep, DrumGrid)
     paths = []
     for i, ids in enumerate(np.asarray(windows)):
@@ -151,8 +147,8 @@ def endpoint_windows(data, count: int = 2) -> np.ndarray:
 
 def generate_vae(checkpoint: str | Path, params: dict, out_dir: str | Path) -> dict[str, int]:
     """The generate stage for MusicVAE: generate.num_files samples from z ~ N(0, I) as one batch
-    (sample_NN), and an interpolation between the first windows of two held-out pieces
-    (interp_NN, both ends included). Returns counts."""
+    (sample_NN, at generate.temperature), and an interpolation between the first windows of two
+    held-out pieces (interp_NN, both ends included, decoded by argmax). Returns counts."""
     from midigen.experiment import load_split_data
 
     g = params["generate"]
@@ -162,6 +158,7 @@ def generate_vae(checkpoint: str | Path, params: dict, out_dir: str | Path) -> d
     ends = endpoint_windows(load_split_data())
     n_interp = 0
     if ends.shape[0] == 2:
-        seq = interpolate_windows(model, ends[0], ends[1], INTERPOLATION_STEPS, g["temperature"], g["seed"], dev)
+        # argmax decoding, as evaluate scores it: sampling would add noise at every point
+        seq = interpolate_windows(model, ends[0], ends[1], INTERPOLATION_STEPS, 0.0, g["seed"], dev)
         n_interp = len(write_windows(seq, rep, out_dir, "interp", g["tempo"]))
     return {"samples": int(samples.shape[0]), "interpolation_steps": n_interp}

@@ -71,6 +71,8 @@ class TickNotes:
     velocity: np.ndarray
     program: np.ndarray
     is_drum: np.ndarray
+    #: index of the note's track among the tracks that have notes, in file order
+    track: np.ndarray
 
 
 def read_tick_notes(path: str | Path, max_notes: int | None = None) -> TickNotes:
@@ -124,6 +126,7 @@ def read_tick_notes(path: str | Path, max_notes: int | None = None) -> TickNotes
         velocity=cat("velocity") & 0x7F,
         program=np.repeat(np.asarray(programs, dtype=np.int64), counts),
         is_drum=np.repeat(np.asarray(drums, dtype=bool), counts),
+        track=np.repeat(np.arange(len(counts), dtype=np.int64), counts),
     )
 
 

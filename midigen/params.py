@@ -102,7 +102,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
     },
     "model": {
         "kind": Spec(str, choices=("lstm", "musicvae")),
-        "emb_dim": _int(1),
+        "emb_dim": _int(0),
         "hidden_dim": _int(1),
         "num_layers": _int(1, 8),
         "dropout": Spec(float, 0, 1, hi_open=True),
@@ -119,7 +119,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "lr": _pos(1.0),
         "weight_decay": Spec(float, 0),
         "grad_clip": _pos(),
-        "schedule": Spec(str, choices=("cosine", "constant")),
+        "schedule": Spec(str, choices=("cosine", "constant", "exponential")),
         "warmup_steps": _int(0),
         "transpose": _int(0, 12),
         "seed": _int(0),
@@ -200,6 +200,8 @@ def _cross_checks(p: dict[str, dict[str, Any]]) -> None:
             raise ParamsError(
                 f"model.kind = 'musicvae' needs preprocess.representation = 'drums' or 'melody' (got {rep!r})"
             )
+        if kind != "musicvae" and p["model"]["emb_dim"] == 0:
+            raise ParamsError("model.emb_dim = 0 (one-hot inputs) is for model.kind = 'musicvae' only")
         if kind != "musicvae" and rep in GRID_REPRESENTATIONS:
             raise ParamsError(f"preprocess.representation = {rep!r} is for model.kind = 'musicvae' (got {kind!r})")
     if "split" in p and p["split"]["val_ratio"] + p["split"]["test_ratio"] >= 1:

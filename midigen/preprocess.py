@@ -19,7 +19,7 @@ import numpy as np
 from midigen import representations
 from midigen.errors import DataError, MidiError
 from midigen.parallel import imap_progress
-from midigen.representations.grid import DrumGrid, GridRepresentation, read_grid_notes
+from midigen.representations.grid import DrumGrid, GridRepresentation, no_window_reason, read_grid_notes
 from midigen.store import write_store
 from midigen.table import write_rows
 
@@ -88,12 +88,10 @@ def _grid_windows(path: str, rep: GridRepresentation, limits: dict[str, Any]) ->
     if piece.notes.shape[0] == 0:
         raise MidiError(path, "no notes")
     windows = rep.windows(piece)  # MidiError when there is no drum track / melody, or not 4/4
-    n_bars = int(used["offset_step"].max()) // rep.steps_per_bar + 1 if used.shape[0] else 0
     duration = float(used["offset_step"].max()) * rep.step_s(piece.tempo_bpm) if used.shape[0] else 0.0
     _check_duration(path, duration, limits)
     if windows.shape[0] == 0:
-        content = "drum hits" if isinstance(rep, DrumGrid) else "two or more notes"
-        raise MidiError(path, f"no {rep.bars}-bar window with {content} (the piece has {n_bars} bars)")
+        raise MidiError(path, no_window_reason(rep, piece))
     info = {
         "n_notes": int(used.shape[0]),
         "duration_s": round(duration, 3),

@@ -52,6 +52,8 @@ def lr_at(step: int, total: int, base_lr: float, warmup: int, schedule: str) -> 
     if schedule == "cosine":
         progress_frac = (step - warmup) / max(1, total - warmup)
         return base_lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress_frac))))
+    if schedule == "exponential":  # Magenta's MusicVAE: decay 0.9999 per step towards 1e-5
+        return (base_lr - 1e-5) * 0.9999 ** (step - warmup) + 1e-5
     return base_lr
 
 

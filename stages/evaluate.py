@@ -102,8 +102,8 @@ def evaluate_vae_stage(params: dict, data) -> None:
     for key in ("hits_per_bar", "empty_beat_rate", "groove_consistency"):
         g, t = result["generated"][key], result["test"][key]
         print(f"  {key:20s} generated {g['mean']:.3f} ± {g['std']:.3f}   test {t['mean']:.3f} ± {t['std']:.3f}")
-    if "interpolation" in result:
-        i = result["interpolation"]
+    i = result.get("interpolation")
+    if i and i["pairs"]:
         print(f"  interpolation: consecutive steps differ by {i['consecutive']:.3f}, the ends by {i['ends']:.3f}")
 
 

@@ -19,11 +19,14 @@ from midigen.train_vae import train_vae
 MODELS = Path("models")
 
 
-def main() -> None:
+def main() -> int | None:
     params = load_params()
     data = load_split_data()
-    distributed.relaunch_under_torchrun(params["train"]["nproc"], params["train"]["threads"])
-    world = distributed.init(pick_device(params["train"]["device"]).type)
+    device_type = pick_device(params["train"]["device"]).type  # no CUDA: one error, before launching
+    code = distributed.launch(params["train"]["nproc"], params["train"]["threads"], device_type)
+    if code is not None:  # the processes under torchrun did the work
+        return code
+    world = distributed.init(device_type)
     rep = data.store.representation
     if params["model"]["kind"] == "musicvae":  # fixed-length windows of a grid representation
         trainer, unit = train_vae, "windows"

@@ -13,6 +13,7 @@ from midigen.errors import MidiError
 from midigen.midi_io import read_notes, write_midi
 from midigen.representations.grid import (
     NOTE_OFF,
+    NOTE_ON_BASE,
     DrumGrid,
     MelodyGrid,
     grid_from_config,
@@ -415,3 +416,38 @@ def test_cut_time_drums_and_two_four_melodies_are_accepted_but_not_two_four_drum
     pm.instruments.append(inst)
     pm.write(str(tmp_path / "polka.mid"))
     assert MelodyGrid().windows(read_grid_notes(tmp_path / "polka.mid")).shape[0] > 0
+
+
+def test_a_melody_is_read_per_track_so_an_alto_never_replaces_a_held_soprano(tmp_path):
+    # soprano: whole notes; alto: quarter notes below it. Merged, the alto's onsets would cut
+    # the soprano's notes; per track, each line stays itself and both give windows.
+    pm = pretty_midi.PrettyMIDI(initial_tempo=120)
+    soprano, alto = pretty_midi.Instrument(0, name="S"), pretty_midi.Instrument(0, name="A")
+    for bar in range(4):
+        soprano.notes.append(pretty_midi.Note(velocity=80, pitch=72 + bar, start=2.0 * bar, end=2.0 * bar + 2.0))
+        for q in range(4):
+            t = 2.0 * bar + 0.5 * q
+            alto.notes.append(pretty_midi.Note(velocity=80, pitch=60 + q, start=t, end=t + 0.5))
+    pm.instruments += [soprano, alto]
+    pm.write(str(tmp_path / "two_voices.mid"))
+    piece = read_grid_notes(tmp_path / "two_voices.mid")
+    rep = MelodyGrid(bars=4)
+    tracks = rep.tracks(piece)
+    assert len(tracks) == 2
+    soprano_track = tracks[1]  # 4 notes: after the alto's 16
+    onset, offset, pitch = rep.melody(piece, soprano_track)
+    assert pitch.tolist() == [72, 73, 74, 75] and (offset - onset).tolist() == [16, 16, 16, 16]
+    windows = rep.windows(piece)
+    assert windows.shape == (2, 64)  # one 4-bar window per voice
+    assert sorted(int(w[0]) - NOTE_ON_BASE for w in windows) == [60, 72]
+
+
+def test_the_drum_track_of_a_multitrack_file_is_the_one_used(tmp_path):
+    # the piano plays 60 and 64, pitches Magenta's map would read as toms if they leaked in
+    from drum_corpus import drum_bars, write_drum_midi
+
+    bars = drum_bars("funk", 8, np.random.default_rng(2))
+    band = read_grid_notes(write_drum_midi(tmp_path / "band.mid", bars, 100, extra_piano=True))
+    alone = read_grid_notes(write_drum_midi(tmp_path / "drums.mid", bars, 100))
+    assert (~band.notes["is_drum"]).sum() == 32
+    np.testing.assert_array_equal(DrumGrid().windows(band), DrumGrid().windows(alone))

@@ -148,3 +148,18 @@ def test_a_file_given_as_source_raises_data_error(tmp_path, chorale_paths):
     shutil.copy(chorale_paths[0], tmp_path / "one.mid")
     with pytest.raises(DataError, match="not a folder"):
         ingest(str(tmp_path / "one.mid"), tmp_path / "raw")
+
+
+def test_a_pickup_is_delayed_so_bar_lines_fall_on_the_bar_grid(tmp_path):
+    # music21 writes the anacrusis at time 0; bar 2 (the first full bar) must start on beat 1
+    from midigen.ingest import export_music21_file
+    from midigen.representations.grid import read_grid_notes
+
+    abc = tmp_path / "pickup.abc"
+    abc.write_text("X:1\nT:pickup\nM:4/4\nL:1/4\nK:C\nG | c d e f | g4 |]\n", encoding="utf-8")
+    [(rel, reason)] = export_music21_file((str(abc), str(tmp_path / "out"), "t"))
+    assert reason is None
+    piece = read_grid_notes(tmp_path / "out" / rel)
+    # the pickup G is the last quarter of bar 1; c d e f fill bar 2 from step 16
+    assert piece.notes["onset_step"].tolist() == [12, 16, 20, 24, 28, 32]
+    assert piece.time_signatures.tolist() == [(0, 4, 4)]

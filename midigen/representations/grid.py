@@ -36,6 +36,7 @@ GRID_NOTE_DTYPE = np.dtype(
         ("velocity", "i2"),
         ("program", "i2"),
         ("is_drum", "?"),
+        ("track", "i2"),
     ]
 )
 
@@ -85,6 +86,7 @@ def read_grid_notes(path: str | Path, steps_per_quarter: int = 4, max_notes: int
     notes["velocity"] = t.velocity
     notes["program"] = t.program
     notes["is_drum"] = t.is_drum
+    notes["track"] = t.track
     notes = notes[np.lexsort((notes["pitch"], notes["onset_step"]))]
 
     ts = score.time_signatures.numpy()
@@ -177,15 +179,24 @@ class GridRepresentation(Representation):
         hop_bars = self.hop_bars if hop_bars is None else hop_bars
         if bars < 1 or hop_bars < 1:
             raise ValueError(f"bars and hop_bars must be >= 1, got {bars} and {hop_bars}")
-        grid = self.encode(piece)
         width = bars * self.steps_per_bar
-        starts = np.arange(0, grid.shape[0] - width + 1, hop_bars * self.steps_per_bar)
-        if starts.size == 0:
+        windows, bar_starts = [], []
+        for grid, line in self._lines(piece):
+            starts = np.arange(0, grid.shape[0] - width + 1, hop_bars * self.steps_per_bar)
+            if starts.size == 0:
+                continue
+            out = self._window_starts(grid[starts[:, None] + np.arange(width)], line, starts)
+            keep = self._keep(out)
+            windows.append(out[keep])
+            bar_starts.append(starts[keep] // self.steps_per_bar)
+        if not windows:
             return np.zeros((0, width), dtype=np.uint16), np.zeros(0, dtype=np.int64)
-        out = grid[starts[:, None] + np.arange(width)]
-        out = self._window_starts(out, piece, starts)
-        keep = self._keep(out)
-        return out[keep], starts[keep] // self.steps_per_bar
+        return np.concatenate(windows), np.concatenate(bar_starts)
+
+    def _lines(self, piece: GridPiece) -> list[tuple[np.ndarray, Any]]:
+        """The id grids windows are cut from, each with what _window_starts needs: one per piece
+        (drums) or one per track (melodies)."""
+        return [(self.encode(piece), None)]
 
     def n_bars(self, piece: GridPiece) -> int:
         """Bars of the piece as the windows see it (through the bar holding its last event)."""
@@ -196,7 +207,7 @@ class GridRepresentation(Representation):
         raise NotImplementedError
 
     # hooks for windows()
-    def _window_starts(self, windows: np.ndarray, piece: GridPiece, starts: np.ndarray) -> np.ndarray:
+    def _window_starts(self, windows: np.ndarray, line: Any, starts: np.ndarray) -> np.ndarray:
         return windows
 
     def _keep(self, windows: np.ndarray) -> np.ndarray:
@@ -207,19 +218,24 @@ class GridRepresentation(Representation):
     meters: frozenset[tuple[int, int]] = frozenset({(4, 4), (2, 2)})
 
     def _check_meter(self, piece: GridPiece) -> None:
-        """MidiError unless every time signature is one of `meters` and starts on a grid bar line
-        (no time signature counts as 4/4).
+        """MidiError unless every time signature is one of `meters` and every change of meter
+        starts on a grid bar line (no time signature counts as 4/4).
 
         The bar named in the reason counts grid bars (four quarters) from 1.
         """
         sigs = piece.time_signatures
         grid_bar = 4 * piece.steps_per_quarter
+        previous = None
         for step, num, den in sigs.tolist():
             bar = int(step) // grid_bar + 1
-            if (int(num), int(den)) not in self.meters:
-                raise MidiError(piece.path, f"not 4/4 (found {int(num)}/{int(den)} at bar {bar})")
-            if int(step) % grid_bar:
-                raise MidiError(piece.path, f"a {int(num)}/{int(den)} time signature off the 4/4 bar lines (bar {bar})")
+            meter = (int(num), int(den))
+            if meter not in self.meters:
+                raise MidiError(piece.path, f"not 4/4 (found {num}/{den} at bar {bar})")
+            # exporters restate the meter at sections (after a short bar, say): only a change of
+            # meter has to fall on a bar line of the grid
+            if meter != previous and int(step) % grid_bar:
+                raise MidiError(piece.path, f"a change to {num}/{den} off the 4/4 bar lines (bar {bar})")
+            previous = meter
 
     def _steps(self, piece: GridPiece, notes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Onset and offset steps of `notes` on this representation's grid."""
@@ -233,6 +249,19 @@ class GridRepresentation(Representation):
     def _grid_length(self, last_step: int) -> int:
         """Steps from 0 through the bar holding `last_step`, in whole bars."""
         return (last_step // self.steps_per_bar + 1) * self.steps_per_bar
+
+
+def no_window_reason(rep: GridRepresentation, piece: GridPiece, bar: int | None = None) -> str:
+    """Why a piece that passed the track and meter checks gave no window (at `bar`, from 1)."""
+    n_bars = rep.n_bars(piece)
+    have = f"the file has {n_bars} bar{'s' * (n_bars != 1)}"
+    start = 1 if bar is None else bar
+    if start - 1 + rep.bars > n_bars:
+        where = "" if bar is None else f" from bar {bar}"
+        return f"too short for a {rep.bars}-bar window{where} ({have})"
+    content = "drum hits" if isinstance(rep, DrumGrid) else "two or more notes"
+    where = "" if bar is None else f" starting at bar {bar}"
+    return f"no {rep.bars}-bar window{where} with {content} ({have})"
 
 
 # -- drums ------------------------------------------------------------------------------------
@@ -320,9 +349,10 @@ class MelodyGrid(GridRepresentation):
     """Magenta's monophonic melody: per step NO_EVENT (what sounds goes on, a note or a rest),
     NOTE_OFF, or NOTE_ON_p for p in 0..127 (id 2 + p): 130 tokens.
 
-    The melody is the top line of the non-drum notes: where notes start, the highest pitch
-    starting at that step is kept; a new onset ends the note before it; otherwise a note ends
-    at its own offset. Meters: 4/4, 2/2 and 2/4 (see `meters`). In windows(), a note sounding across a
+    Melodies are read per track (Magenta's extractor works per instrument): a track's top line
+    keeps, where notes start, the highest pitch starting at that step; a new onset ends the note
+    before it; otherwise a note ends at its own offset. windows() cuts every non-drum track.
+    Meters: 4/4, 2/2 and 2/4 (see `meters`). In windows(), a note sounding across a
     window's first bar line is struck again at the window's first step, and windows with fewer
     than 2 note-ons are skipped (Magenta drops rest-only and one-note melodies).
     """
@@ -335,12 +365,27 @@ class MelodyGrid(GridRepresentation):
         vocab = ["NO_EVENT", "NOTE_OFF"] + [f"NOTE_ON_{p}" for p in range(128)]
         super().__init__(vocab, steps_per_quarter, bars, hop_bars)
 
-    def melody(self, piece: GridPiece) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The top line as (onset_step, offset_step, pitch) arrays, sorted, never overlapping."""
+    def tracks(self, piece: GridPiece) -> list[int]:
+        """The tracks with non-drum notes, the one with the most notes first (then file order).
+
+        Raises MidiError when there is none or the meter is not accepted."""
         notes = piece.notes[~piece.notes["is_drum"]]
         if notes.shape[0] == 0:
             raise MidiError(piece.path, "no melodic (non-drum) notes")
         self._check_meter(piece)
+        ids, counts = np.unique(notes["track"].astype(np.int64), return_counts=True)
+        return [int(t) for t in ids[np.lexsort((ids, -counts))]]
+
+    def melody(self, piece: GridPiece, track: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One track's top line as (onset_step, offset_step, pitch) arrays, sorted, never
+        overlapping; the track with the most notes by default. As Magenta's melody extractor does
+        per instrument: of the notes starting at one step the highest is kept, and a new onset
+        ends the note before it."""
+        order = self.tracks(piece)
+        track = order[0] if track is None else track
+        notes = piece.notes[~piece.notes["is_drum"] & (piece.notes["track"] == track)]
+        if notes.shape[0] == 0:
+            raise MidiError(piece.path, f"no melodic notes in track {track}")
         onset, offset = self._steps(piece, notes)
         pitch = notes["pitch"].astype(np.int64)
         # highest pitch per onset step: sort by onset, then pitch descending; keep the first
@@ -352,9 +397,9 @@ class MelodyGrid(GridRepresentation):
         offset[:-1] = np.minimum(offset[:-1], onset[1:])
         return onset, offset, pitch
 
-    def _grid_and_sounding(self, piece: GridPiece) -> tuple[np.ndarray, np.ndarray]:
-        """The piece's ids and, per step, the pitch sounding there (-1 for a rest)."""
-        onset, offset, pitch = self.melody(piece)
+    def _grid_and_sounding(self, piece: GridPiece, track: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One track's ids and, per step, the pitch sounding there (-1 for a rest)."""
+        onset, offset, pitch = self.melody(piece, track)
         n = self._grid_length(int(max(onset.max(), offset.max() - 1)))
         grid = np.full(n, NO_EVENT, dtype=np.uint16)
         # an offset that meets the next onset needs no NOTE_OFF: the onset ends the note
@@ -369,12 +414,15 @@ class MelodyGrid(GridRepresentation):
         return grid, sounding
 
     def encode(self, piece: GridPiece) -> np.ndarray:
+        """The melody of the track with the most notes (windows() uses every track)."""
         return self._grid_and_sounding(piece)[0]
 
-    def _window_starts(self, windows: np.ndarray, piece: GridPiece, starts: np.ndarray) -> np.ndarray:
-        _, sounding = self._grid_and_sounding(piece)
+    def _lines(self, piece: GridPiece) -> list[tuple[np.ndarray, Any]]:
+        return [self._grid_and_sounding(piece, t) for t in self.tracks(piece)]
+
+    def _window_starts(self, windows: np.ndarray, line: Any, starts: np.ndarray) -> np.ndarray:
+        held = line[starts]  # the pitch sounding at each window's first step
         first = windows[:, 0].astype(np.int64)
-        held = sounding[starts]
         # a held note is re-struck; a NOTE_OFF at the first step ends nothing, so it is a rest
         first = np.where((first == NO_EVENT) & (held >= 0), NOTE_ON_BASE + held, first)
         first = np.where(first == NOTE_OFF, NO_EVENT, first)
