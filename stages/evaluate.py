@@ -63,12 +63,7 @@ def main() -> None:
         "num_generated": len(gen_ids),
         "num_test": len(test_ids),
     }
-    write_json("metrics/eval.json", result)
-    write_rows(
-        "metrics/eval_features.csv",
-        [{"feature": k, "overlap": v["overlap"], "kl": v["kl"]} for k, v in distance.items()],
-        ["feature", "overlap", "kl"],
-    )
+    write_results(result, distance)
     print(
         f"evaluate: test NLL {test_nll:.4f} nats/token (ppl {perplexity(test_nll):.2f}), "
         f"next-token accuracy {test_accuracy:.3f}, "
@@ -85,14 +80,18 @@ def main() -> None:
         )
 
 
-def evaluate_vae_stage(params: dict, data) -> None:
-    result, distance = evaluate_musicvae(params, data, "models/best.pt", GENERATED)
+def write_results(result: dict, distance: dict) -> None:
     write_json("metrics/eval.json", result)
     write_rows(
         "metrics/eval_features.csv",
         [{"feature": k, "overlap": v["overlap"], "kl": v["kl"]} for k, v in distance.items()],
         ["feature", "overlap", "kl"],
     )
+
+
+def evaluate_vae_stage(params: dict, data) -> None:
+    result, distance = evaluate_musicvae(params, data, "models/best.pt", GENERATED)
+    write_results(result, distance)
     print(
         f"evaluate: reconstruction accuracy {result['test_recon_accuracy']:.3f} teacher-forced, "
         f"{result['test_free_accuracy']:.3f} free-running (always-the-most-common-step: "
