@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pretty_midi
 import pytest
-from conftest import PITCH_MAX, PITCH_MIN
+import yaml
+from conftest import PITCH_MAX, PITCH_MIN, PROJECT_ROOT
 
 from midigen import representations
 from midigen.builtin import NABIYA
@@ -138,3 +139,17 @@ def test_generated_midi_carries_tempo_key_and_program(tmp_path, rep):
     assert [n.pitch for n in notes] == [79, 76, 76, 77]
     assert [n.start / quarter for n in notes] == pytest.approx([0, 0.5, 1, 3], abs=1e-3)
     assert [(n.end - n.start) / quarter for n in notes] == pytest.approx([0.5, 0.5, 1, 3], abs=1e-3)
+
+
+def test_transposition_and_unknown_keys_are_clear_params_errors(rep):
+    from midigen.errors import ParamsError
+    from midigen.params import validate
+    from midigen.windows import WindowSampler
+
+    stream = rep.encode(make_notes([0.0, 0.5], [0.5, 1.0], [60, 62])).astype(np.int64)
+    with pytest.raises(ParamsError, match="train.transpose = 2: only the events representation"):
+        WindowSampler(stream, 8, 2, seed=0, transpose=2, rep=rep)
+    raw = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    raw["generate"]["key"] = "H"
+    with pytest.raises(ParamsError, match="generate.key = 'H'"):
+        validate(raw)
