@@ -77,12 +77,9 @@ def ours(manifest_csv: Path, out_dir: Path, workers: int) -> int:
     """midigen's preprocess stage on the same files; returns the number of tokens stored."""
     from midigen.params import load_params
     from midigen.preprocess import preprocess
-    from midigen.table import read_rows
 
     params = load_params(ROOT / "params.yaml", sections=("preprocess",))
-    manifest = read_rows(manifest_csv)
-    index, _rejected = preprocess(manifest, params["preprocess"], out_dir / "tokens", workers=workers)
-    return sum(int(row["length"]) for row in index)
+    return preprocess(manifest_csv, params["preprocess"], out_dir / "tokens", workers=workers).tokens
 
 
 def child(side: str, manifest_csv: Path, out_dir: Path, workers: int) -> None:

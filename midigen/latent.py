@@ -94,9 +94,10 @@ def write_windows(
     prefix: str,
     tempo_bpm: float,
     clear: bool = False,
+    program: int = 0,
 ) -> list[Path]:
     """<prefix>_NN.mid (4/4, the full window length, drums on channel 10) and <prefix>_NN.txt
-    (one token per step) per window."""
+    (one token per step) per window. Melodies play on General MIDI `program`."""
     out_dir = Path(out_dir)
     try:
         if clear and out_dir.exists():
@@ -111,7 +112,7 @@ def write_windows(
     for i, ids in enumerate(np.asarray(windows)):
         stem = out_dir / f"{prefix}_{i:02d}"
         write_midi(
-            rep.decode(ids, tempo_bpm),
+            rep.decode(ids, tempo_bpm) if drums else rep.decode(ids, tempo_bpm, program=program),
             stem.with_suffix(".mid"),
             tempo_bpm,
             empty_track=(0, drums),
@@ -154,11 +155,11 @@ def generate_vae(checkpoint: str | Path, params: dict, out_dir: str | Path) -> d
     g = params["generate"]
     model, rep, dev = load_vae(checkpoint, params["train"]["device"])
     samples, _ = sample(model, g["num_files"], g["temperature"], g["seed"], dev)
-    write_windows(samples, rep, out_dir, "sample", g["tempo"], clear=True)
+    write_windows(samples, rep, out_dir, "sample", g["tempo"], clear=True, program=g["program"])
     ends = endpoint_windows(load_split_data())
     n_interp = 0
     if ends.shape[0] == 2:
         # argmax decoding, as evaluate scores it: sampling would add noise at every point
         seq = interpolate_windows(model, ends[0], ends[1], INTERPOLATION_STEPS, 0.0, g["seed"], dev)
-        n_interp = len(write_windows(seq, rep, out_dir, "interp", g["tempo"]))
+        n_interp = len(write_windows(seq, rep, out_dir, "interp", g["tempo"], program=g["program"]))
     return {"samples": int(samples.shape[0]), "interpolation_steps": n_interp}

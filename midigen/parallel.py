@@ -6,7 +6,7 @@ import multiprocessing as mp
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 from tqdm import tqdm
@@ -49,13 +49,22 @@ def _worker_init() -> None:
 
 
 def imap_progress(
-    fn: Callable[[T], R], jobs: Sequence[T], workers: int = 0, desc: str = "", unit: str = "it"
+    fn: Callable[[T], R],
+    jobs: Iterable[T],
+    workers: int = 0,
+    desc: str = "",
+    unit: str = "it",
+    total: int | None = None,
 ) -> Iterator[R]:
-    """Yield fn(job) for every job, in input order, using a process pool when it pays."""
-    workers = min(n_workers(workers), max(1, len(jobs)))
-    if workers == 1 or len(jobs) < 8:
-        yield from progress(map(fn, jobs), total=len(jobs), desc=desc, unit=unit)
+    """Yield fn(job) for every job, in input order, using a process pool when it pays.
+
+    jobs may be a generator (then give its length as total): it is read as the workers take
+    jobs, never copied into a list."""
+    n = len(jobs) if total is None else total  # type: ignore[arg-type]
+    workers = min(n_workers(workers), max(1, n))
+    if workers == 1 or n < 8:
+        yield from progress(map(fn, jobs), total=n, desc=desc, unit=unit)
         return
-    chunksize = max(1, min(64, len(jobs) // (workers * 8)))
+    chunksize = max(1, min(64, n // (workers * 8)))
     with mp.get_context("fork").Pool(workers, initializer=_worker_init) as pool:
-        yield from progress(pool.imap(fn, jobs, chunksize=chunksize), total=len(jobs), desc=desc, unit=unit)
+        yield from progress(pool.imap(fn, jobs, chunksize=chunksize), total=n, desc=desc, unit=unit)

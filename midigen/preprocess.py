@@ -10,7 +10,7 @@ import shutil
 import signal
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,8 @@ from midigen import representations
 from midigen.errors import DataError, MidiError
 from midigen.parallel import imap_progress
 from midigen.representations.grid import DrumGrid, GridRepresentation, no_window_reason, read_grid_notes
-from midigen.store import write_store
-from midigen.table import write_rows
+from midigen.store import StoreSummary, index_columns, write_store
+from midigen.table import iter_rows, write_rows
 
 
 @functools.lru_cache(maxsize=4)
@@ -130,7 +130,9 @@ def count_file(job: tuple[str, str], config_items: tuple, limits: dict[str, Any]
         return None
 
 
-def count_chords(jobs: list[tuple[str, str]], rep, limits: dict[str, Any], workers: int) -> Counter:
+def count_chords(
+    jobs: Iterable[tuple[str, str]], rep, limits: dict[str, Any], workers: int, n_jobs: int | None = None
+) -> Counter:
     """Chord counts over every file: the corpus table notes_chords builds its vocabulary from.
 
     All files count, not only the training split: the split is made after preprocessing, and a
@@ -139,7 +141,7 @@ def count_chords(jobs: list[tuple[str, str]], rep, limits: dict[str, Any], worke
     """
     fn = functools.partial(count_file, config_items=_freeze(rep.config()), limits=limits)
     total: Counter = Counter()
-    for counts in imap_progress(fn, jobs, workers, desc="count chords", unit="file"):
+    for counts in imap_progress(fn, jobs, workers, desc="count chords", unit="file", total=n_jobs):
         total.update(counts or {})
     return total
 
@@ -170,44 +172,89 @@ def _tokenize(rel_path: str, path: str, rep, limits: dict[str, Any]) -> tuple[st
         return rel_path, None, {"reason": f"unexpected {type(exc).__name__}: {exc}"[:300]}
 
 
-def preprocess(
-    manifest: list[dict], params: dict[str, Any], out_dir: Path, workers: int = 0
-) -> tuple[list[dict], list[dict]]:
-    """Tokenize every manifest row (dicts with rel_path, path, ...) into a store at out_dir.
+#: the index fields _tokenize returns for a kept file, by kind of representation
+INFO_KEYS = ("n_notes", "duration_s")
+GRID_INFO_KEYS = (*INFO_KEYS, "windows", "tempo_bpm")
+#: manifest columns that are not piece metadata (the index does not repeat them)
+NOT_METADATA = ("rel_path", "path", "size")
 
-    Returns (index rows, rejected rows)."""
+Manifest = str | Path | Sequence[dict]
+
+
+def _manifest_rows(manifest: Manifest) -> Iterator[dict]:
+    """The manifest's rows, streamed from the CSV file when it is a path."""
+    return iter_rows(manifest) if isinstance(manifest, str | Path) else iter(manifest)
+
+
+def _scan(manifest: Manifest) -> tuple[int, bool]:
+    """(number of distinct rel_paths, whether the rows are sorted by rel_path either way, as
+    ingest writes them, so that repeats are adjacent), in one pass."""
+    n, prev, up, down = 0, None, True, True
+    for row in _manifest_rows(manifest):
+        rel = row["rel_path"]
+        if rel != prev:
+            n += 1
+            if prev is not None:
+                up, down = up and rel > prev, down and rel < prev
+            prev = rel
+    if not (up or down):
+        n = len({row["rel_path"] for row in _manifest_rows(manifest)})
+    return n, up or down
+
+
+def _unique_rows(manifest: Manifest, sorted_: bool) -> Iterator[dict]:
+    """The first manifest row of each rel_path. Repeats in a sorted manifest are adjacent and
+    need no memory; an unsorted one (hand-made) pays for a set of the paths seen."""
+    prev, seen = None, None if sorted_ else set()
+    for row in _manifest_rows(manifest):
+        rel = row["rel_path"]
+        if rel == prev or (seen is not None and rel in seen):
+            continue
+        if seen is not None:
+            seen.add(rel)
+        prev = rel
+        yield row
+
+
+def preprocess(manifest: Manifest, params: dict[str, Any], out_dir: Path, workers: int = 0) -> StoreSummary:
+    """Tokenize every manifest row (dicts with rel_path, path, ...; or the manifest CSV's path,
+    streamed) into a store at out_dir. The first row wins if a path is listed twice.
+
+    Memory does not grow with the corpus: rows are streamed from the manifest to index.csv and
+    rejected.csv. Returns the store's summary (counts, sums, the first rejected rows)."""
     rep = representations.from_params(params)
     limits = {k: params[k] for k in ("max_file_mb", "max_notes", "max_duration_s", "timeout_s", "drums")}
-    meta = {}
-    for row in manifest:  # first row wins if a path is listed twice
-        meta.setdefault(row["rel_path"], {k: v for k, v in row.items() if k not in ("rel_path", "path", "size")})
-    paths = {}
-    for row in manifest:
-        paths.setdefault(row["rel_path"], row["path"])
-    jobs = list(paths.items())
+    total, sorted_ = _scan(manifest)
+    first = next(_manifest_rows(manifest), None)
+    metadata = [k for k in (first or {}) if k not in NOT_METADATA]
+
+    def jobs() -> Iterator[tuple[str, str]]:
+        return ((row["rel_path"], row["path"]) for row in _unique_rows(manifest, sorted_))
+
     chord_counts = None
     if getattr(rep, "vocab_from_data", False):
-        chord_counts = count_chords(jobs, rep, limits, workers)
+        chord_counts = count_chords(jobs(), rep, limits, workers, total)
         rep = representations.from_params(params, chord_counts)
     fn = functools.partial(tokenize_file, config_items=_freeze(rep.config()), limits=limits)
-    rejected: list[dict] = []
+    info_keys = GRID_INFO_KEYS if isinstance(rep, GridRepresentation) else INFO_KEYS
+    columns = index_columns(["rel_path", *info_keys, *metadata])
 
-    def pieces() -> Iterator[tuple[dict, np.ndarray]]:
-        for rel_path, ids, info in imap_progress(fn, jobs, workers, desc="tokenize", unit="file"):
+    def pieces() -> Iterator[tuple[dict, np.ndarray | None]]:
+        # a second pass over the manifest, in step with the jobs, gives each piece its metadata
+        results = imap_progress(fn, jobs(), workers, desc="tokenize", unit="file", total=total)
+        for (rel_path, ids, info), row in zip(results, _unique_rows(manifest, sorted_), strict=True):
             if ids is None:
-                rejected.append({"rel_path": rel_path, **info})
-                continue
-            row = {"rel_path": rel_path, **info, **meta[rel_path]}
-            yield row, ids
+                yield {"rel_path": rel_path, **info}, None
+            else:
+                yield {"rel_path": rel_path, **info, **{k: row.get(k) for k in metadata}}, ids
 
-    index = write_store(out_dir, pieces(), rejected, rep)
-    if chord_counts is not None and index:
+    summary = write_store(out_dir, pieces(), rep, columns)
+    if chord_counts is not None and summary.pieces:
         write_rows(out_dir / "chord_counts.csv", rep.count_rows(chord_counts), ["chord", "count", "in_vocab"])
-    if not index:
+    if not summary.pieces:
+        reasons = Counter(r["reason"] for r in iter_rows(out_dir / "rejected.csv")).most_common(3)
         shutil.rmtree(out_dir, ignore_errors=True)
-        reasons = Counter(r["reason"] for r in rejected).most_common(3)
         raise DataError(
-            f"no usable piece among {len(jobs)} files; most common reasons: "
-            + "; ".join(f"{r} ({n})" for r, n in reasons)
+            f"no usable piece among {total} files; most common reasons: " + "; ".join(f"{r} ({n})" for r, n in reasons)
         )
-    return index, rejected
+    return summary

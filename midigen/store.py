@@ -11,9 +11,11 @@ Training memory-maps tokens.bin, so memory stays flat however large the corpus.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,7 +23,7 @@ import numpy as np
 
 from midigen import representations
 from midigen.errors import DataError
-from midigen.table import write_rows
+from midigen.table import RowWriter
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -29,30 +31,69 @@ if TYPE_CHECKING:
 TOKEN_DTYPE = np.dtype("<u2")
 
 
+#: the index columns every store has, first; the rest follow in the order of the rows' keys
+LEAD_COLUMNS = ["rel_path", "offset", "length", "n_notes", "duration_s"]
+#: how many rejected rows StoreSummary keeps, for the log
+FIRST_REJECTED = 10
+
+
+@dataclass
+class StoreSummary:
+    """What write_store wrote, in a size that does not grow with the corpus."""
+
+    pieces: int = 0
+    tokens: int = 0
+    notes: int = 0
+    duration_s: float = 0.0
+    rejected: int = 0
+    first_rejected: list[dict] = field(default_factory=list)
+
+
+def index_columns(keys: Iterable[str]) -> list[str]:
+    """The index.csv columns for rows with these keys (rel_path, info, metadata)."""
+    return LEAD_COLUMNS + [k for k in dict.fromkeys(keys) if k not in LEAD_COLUMNS]
+
+
 def write_store(
     out_dir: Path,
-    pieces: Iterable[tuple[dict, np.ndarray]],
-    rejected: list[dict],
+    pieces: Iterable[tuple[dict, np.ndarray | None]],
     rep: representations.Representation,
-) -> list[dict]:
-    """Stream (index row, ids) pairs into a store; return the index rows."""
+    columns: list[str] | None = None,
+) -> StoreSummary:
+    """Stream (index row, ids) pairs into a store; a pair whose ids are None is a rejected
+    input (row: rel_path, reason). Both tables are written as the pairs arrive, so memory stays
+    flat; columns (index.csv's, see index_columns) default to those of the first row."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    offset = 0
+    summary = StoreSummary()
+    index: RowWriter | None = None
     tmp = out_dir / "tokens.bin.tmp"
-    with open(tmp, "wb") as f:
+    with contextlib.ExitStack() as stack:
+        f = stack.enter_context(open(tmp, "wb"))
+        rejected = stack.enter_context(RowWriter(out_dir / "rejected.csv", ["rel_path", "reason"]))
+        if columns is not None:
+            index = stack.enter_context(RowWriter(out_dir / "index.csv", columns, extrasaction="raise"))
         for row, ids in pieces:
+            if ids is None:
+                rejected.write(row)
+                summary.rejected += 1
+                if len(summary.first_rejected) < FIRST_REJECTED:
+                    summary.first_rejected.append(row)
+                continue
+            if index is None:
+                index = stack.enter_context(RowWriter(out_dir / "index.csv", index_columns(row), extrasaction="raise"))
             ids = np.ascontiguousarray(ids, dtype=TOKEN_DTYPE)
             f.write(ids.tobytes())
-            rows.append({**row, "offset": offset, "length": int(ids.shape[0])})
-            offset += int(ids.shape[0])
+            length = int(ids.shape[0])
+            index.write({**row, "offset": summary.tokens, "length": length})
+            summary.pieces += 1
+            summary.tokens += length
+            summary.notes += row["n_notes"]
+            summary.duration_s += row["duration_s"]
+        if index is None:  # no piece: an index with the lead columns only
+            stack.enter_context(RowWriter(out_dir / "index.csv", LEAD_COLUMNS))
     os.replace(tmp, out_dir / "tokens.bin")
-    lead = ["rel_path", "offset", "length", "n_notes", "duration_s"]
-    columns = lead + [k for k in dict.fromkeys(k for r in rows for k in r) if k not in lead]
-    write_rows(out_dir / "index.csv", rows, columns)
-    write_rows(out_dir / "rejected.csv", rejected, ["rel_path", "reason"])
     rep.save_vocab(out_dir / "vocab.json")
-    return rows
+    return summary
 
 
 class TokenStore:

@@ -7,7 +7,6 @@ from midigen.errors import DataError, run_main
 from midigen.jsonio import write_json
 from midigen.params import load_params
 from midigen.preprocess import preprocess
-from midigen.table import read_rows
 
 OUT = Path("data/tokens")
 
@@ -17,14 +16,14 @@ def main() -> None:
     manifest_path = Path("data/raw/manifest.csv")
     if not manifest_path.exists():
         raise DataError(f"{manifest_path}: missing (run the ingest stage first: dvc repro ingest)")
-    manifest = read_rows(manifest_path)
-    index, rejected = preprocess(manifest, params["preprocess"], OUT, params["data"]["workers"])
-    hours = sum(r["duration_s"] for r in index) / 3600
+    # streamed: memory does not grow with the corpus
+    store = preprocess(manifest_path, params["preprocess"], OUT, params["data"]["workers"])
+    hours = store.duration_s / 3600
     summary = {
-        "pieces": len(index),
-        "rejected": len(rejected),
-        "tokens": sum(r["length"] for r in index),
-        "notes": sum(r["n_notes"] for r in index),
+        "pieces": store.pieces,
+        "rejected": store.rejected,
+        "tokens": store.tokens,
+        "notes": store.notes,
         "hours": round(float(hours), 3),
     }
     write_json("metrics/data.json", summary)
@@ -32,7 +31,7 @@ def main() -> None:
         f"preprocess: kept {summary['pieces']} pieces ({summary['tokens']:,} tokens, {hours:.1f} h), "
         f"rejected {summary['rejected']} (see {OUT}/rejected.csv)"
     )
-    for row in rejected[:10]:
+    for row in store.first_rejected:
         print(f"  rejected: {row['rel_path']}: {row['reason']}")
 
 

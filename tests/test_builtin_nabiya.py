@@ -56,8 +56,9 @@ def test_a_short_run_on_nabiya_predicts_the_next_token_and_greedy_is_reported_ne
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))["preprocess"]
     # the song spans G4..G5: a narrow pitch range keeps the vocabulary (and the run) small
     params.update(representation=representation, pitch_min=55, pitch_max=84)
-    index, _ = preprocess(manifest.to_dict("records"), params, tmp_path / "data/tokens", workers=1)
-    split, how = make_split(pd.DataFrame(index), 0.1, 0.1, 1234, True)
+    preprocess(manifest.to_dict("records"), params, tmp_path / "data/tokens", workers=1)
+    index = pd.read_csv(tmp_path / "data/tokens/index.csv", keep_default_na=False, na_values=[""])
+    split, how = make_split(index, 0.1, 0.1, 1234, True)
     assert how == "metadata split column" and split["split"].tolist() == ["train"]
     split.to_csv(tmp_path / "data/split.csv", index=False)
 

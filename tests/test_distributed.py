@@ -90,7 +90,7 @@ def load_raw_params() -> dict:
 def store(tmp_path_factory, chorale_ids, event_rep) -> TokenStore:
     out = tmp_path_factory.mktemp("store")
     rows = [({"rel_path": f"p{i}.mid", "n_notes": 1, "duration_s": 1.0}, ids) for i, ids in enumerate(chorale_ids)]
-    write_store(out, rows, [], event_rep)
+    write_store(out, rows, event_rep)
     return TokenStore(out)
 
 

@@ -27,6 +27,7 @@ from midigen.errors import DataError
 from midigen.ingest import ingest
 from midigen.params import load_params
 from midigen.preprocess import preprocess
+from midigen.table import read_rows
 
 HANG_LIMIT_S = 90
 
@@ -187,7 +188,8 @@ def pre_params():
 
 def run_both(folder: Path, out: Path, params: dict, workers: int = 2):
     manifest, failed = ingest(str(folder), out / "raw", 0, workers)
-    index, rejected = preprocess(manifest.to_dict("records"), params, out / "tokens", workers)
+    preprocess(manifest.to_dict("records"), params, out / "tokens", workers)
+    index, rejected = read_rows(out / "tokens/index.csv"), read_rows(out / "tokens/rejected.csv")
     return manifest, failed, index, rejected
 
 

@@ -53,7 +53,7 @@ def vae_params(epochs: int, **model) -> dict:
 def store_windows(files: list[Path], root: Path, representation: str, bars: int, out: Path) -> np.ndarray:
     manifest = [{"rel_path": str(p.relative_to(root)), "path": str(p)} for p in files]
     params = {**LIMITS, **GRID, "representation": representation, "bars": bars}
-    index, _ = preprocess(manifest, params, out, workers=1)
+    preprocess(manifest, params, out, workers=1)
     from midigen.store import TokenStore
 
     store = TokenStore(out)

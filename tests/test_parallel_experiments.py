@@ -17,7 +17,8 @@ from test_interruption import make_tiny_repo, run
 pytestmark = pytest.mark.pipeline
 
 DVC = str(VENV_BIN / "dvc")
-LRS = ("0.002", "0.003", "0.004")
+# none equals the baseline lr (TINY_TRAIN 0.003): that experiment would be up to date, with no run
+LRS = ("0.002", "0.004", "0.005")
 QUEUE_TIMEOUT_S = 360
 #: committed to git: queued experiments run in a temporary clone, which sees only what git or
 #: DVC track (see test_a_queued_experiment_sees_a_corpus_under_data_external for the other case)

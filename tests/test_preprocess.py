@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ from midigen.midi_io import read_notes
 from midigen.preprocess import preprocess
 from midigen.representations import EventRepresentation
 from midigen.store import TokenStore
+from midigen.table import read_rows
 
 PARAMS = {
     "representation": "events",
@@ -63,15 +65,21 @@ def manifest_of(folder) -> list[dict]:
     return manifest.to_dict("records") if hasattr(manifest, "to_dict") else list(manifest)
 
 
-def frame(index) -> pd.DataFrame:
-    """preprocess's index (rows or a DataFrame) as a DataFrame."""
-    return pd.DataFrame(index) if not isinstance(index, pd.DataFrame) else index
+def run(manifest, params: dict, out: Path, workers: int = 1) -> tuple[pd.DataFrame, list[dict]]:
+    """preprocess, then the index and rejected rows it wrote (checked against its summary)."""
+    summary = preprocess(manifest, params, out, workers=workers)
+    index = pd.read_csv(out / "index.csv", keep_default_na=False, na_values=[""])
+    rejected = read_rows(out / "rejected.csv")
+    assert (summary.pieces, summary.tokens) == (len(index), index["length"].sum())
+    assert summary.notes == index["n_notes"].sum()
+    assert summary.rejected == len(rejected) and summary.first_rejected == rejected[:10]
+    return index, rejected
 
 
 def test_good_files_are_kept_and_each_bad_file_is_rejected_with_a_reason(mixed_folder, tmp_path):
     folder, good, bad = mixed_folder
-    index, rejected = preprocess(manifest_of(folder), PARAMS, tmp_path / "tokens", workers=1)
-    assert sorted(frame(index)["rel_path"]) == good
+    index, rejected = run(manifest_of(folder), PARAMS, tmp_path / "tokens")
+    assert sorted(index["rel_path"]) == good
     reasons = {r["rel_path"]: r["reason"] for r in rejected}
     assert sorted(reasons) == bad
     for name, reason in reasons.items():
@@ -88,12 +96,12 @@ def test_good_files_are_kept_and_each_bad_file_is_rejected_with_a_reason(mixed_f
 
 def test_store_holds_exactly_the_encoded_tokens_of_each_kept_piece(mixed_folder, tmp_path):
     folder, good, _ = mixed_folder
-    index, _ = preprocess(manifest_of(folder), PARAMS, tmp_path / "tokens", workers=1)
+    index, _ = run(manifest_of(folder), PARAMS, tmp_path / "tokens")
     store = TokenStore(tmp_path / "tokens")
     rep = EventRepresentation(0.05, 100, 0, 21, 108)
     assert store.representation.vocab == rep.vocab
     assert len(store) == len(good)
-    assert store.tokens.shape[0] == int(frame(index)["length"].sum())
+    assert store.tokens.shape[0] == int(index["length"].sum())
     for i, row in store.index.iterrows():
         expected = rep.encode(read_notes(folder / row["rel_path"]))
         assert store.piece(i).tolist() == expected.tolist()
@@ -108,10 +116,10 @@ def test_parallel_preprocess_writes_the_same_store_as_serial(tmp_path, chorale_p
         shutil.copy(p, folder / p.name)
     write_bad_files(folder, chorale_paths[1])  # 9 files: enough for the process pool
     manifest = manifest_of(folder)
-    serial_index, serial_rej = preprocess(manifest, PARAMS, tmp_path / "serial", workers=1)
-    par_index, par_rej = preprocess(manifest, PARAMS, tmp_path / "parallel", workers=2)
+    serial_index, serial_rej = run(manifest, PARAMS, tmp_path / "serial")
+    par_index, par_rej = run(manifest, PARAMS, tmp_path / "parallel", workers=2)
     assert (tmp_path / "serial" / "tokens.bin").read_bytes() == (tmp_path / "parallel" / "tokens.bin").read_bytes()
-    pd.testing.assert_frame_equal(frame(serial_index), frame(par_index))
+    pd.testing.assert_frame_equal(serial_index, par_index)
     assert serial_rej == par_rej
 
 
@@ -144,8 +152,8 @@ def test_limits_reject_a_file_with_a_reason_naming_the_limit(tmp_path, kind, ove
     else:
         write_pretty_midi(case, [(40 + i % 40, i * 0.01, i * 0.01 + 0.1) for i in range(2000)])
         assert case.stat().st_size > 5000
-    index, rejected = preprocess(manifest_of(folder), {**PARAMS, **override}, tmp_path / "tokens", workers=1)
-    assert frame(index)["rel_path"].tolist() == ["keep.mid"]
+    index, rejected = run(manifest_of(folder), {**PARAMS, **override}, tmp_path / "tokens")
+    assert index["rel_path"].tolist() == ["keep.mid"]
     assert [r["rel_path"] for r in rejected] == ["case.mid"]
     assert reason_word in rejected[0]["reason"], rejected
 
@@ -167,5 +175,24 @@ def test_drums_keep_turns_drum_notes_into_pitches(tmp_path):
     pm.instruments.append(drums)
     folder.mkdir()
     pm.write(str(folder / "beat.mid"))
-    index, rejected = preprocess(manifest_of(folder), {**PARAMS, "drums": "keep"}, tmp_path / "tokens", workers=1)
-    assert rejected == [] and frame(index)["n_notes"].tolist() == [2]
+    index, rejected = run(manifest_of(folder), {**PARAMS, "drums": "keep"}, tmp_path / "tokens")
+    assert rejected == [] and index["n_notes"].tolist() == [2]
+
+
+def test_a_manifest_csv_is_streamed_into_the_same_store_as_its_rows_and_repeats_keep_the_first(mixed_folder, tmp_path):
+    folder, good, bad = mixed_folder
+    rows = [{**r, "genre": f"g{i}"} for i, r in enumerate(manifest_of(folder))]
+    pd.DataFrame(rows).to_csv(tmp_path / "manifest.csv", index=False)
+    run(tmp_path / "manifest.csv", PARAMS, tmp_path / "from_csv")
+    index, _ = run(rows, PARAMS, tmp_path / "from_rows")
+    for name in ("tokens.bin", "index.csv", "rejected.csv", "vocab.json"):
+        assert (tmp_path / "from_csv" / name).read_bytes() == (tmp_path / "from_rows" / name).read_bytes(), name
+    assert index.columns.tolist()[-2:] == ["sha1", "genre"]
+    # a path listed twice counts once, with its first row, whether the repeat is adjacent or not
+    first = next(i for i, r in enumerate(rows) if r["rel_path"] in good)
+    repeat = {**rows[first], "genre": "repeat"}
+    unsorted = [*rows[first:], *rows[:first], repeat] if first else [*rows[1:], rows[0], repeat]
+    for manifest in ([*rows[: first + 1], repeat, *rows[first + 1 :]], [*rows, repeat], unsorted):
+        index, rejected = run(manifest, PARAMS, tmp_path / "repeats")
+        assert len(index) + len(rejected) == len(rows)
+        assert index.set_index("rel_path").loc[rows[first]["rel_path"], "genre"] == f"g{first}"

@@ -165,10 +165,12 @@ import json, sys
 from pathlib import Path
 from midigen.params import load_params
 from midigen.preprocess import preprocess
+from midigen.table import read_rows
 params = load_params(sys.argv[1])["preprocess"]
 manifest = [{"rel_path": Path(p).name, "path": p} for p in sys.argv[3:]]
 try:
-    index, rejected = preprocess(manifest, params, Path(sys.argv[2]), workers=1)
+    preprocess(manifest, params, Path(sys.argv[2]), workers=1)
+    index, rejected = (read_rows(Path(sys.argv[2]) / name) for name in ("index.csv", "rejected.csv"))
 except Exception as exc:
     index, rejected = [], [{"rel_path": "*", "reason": f"{type(exc).__name__}: {exc}"}]
 # VmHWM, not ru_maxrss: ru_maxrss survives exec and would report the (large) pytest parent
