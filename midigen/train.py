@@ -111,6 +111,69 @@ class TrainResult:
     resumed_from_epoch: int
 
 
+def cpu_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of a model's weights, as checkpoints hold them."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def checkpoint(
+    model: nn.Module,
+    kind: str,
+    rep: Any,
+    epoch: int,
+    history: History,
+    run_fp: str,
+    data_fp: str,
+    state: dict[str, torch.Tensor],
+    extra: dict[str, Any] | None = None,
+    resume: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A self-describing checkpoint: model config and weights, representation and vocabulary,
+    history, fingerprints, then `extra` and (for last.pt) the `resume` state."""
+    ckpt = {
+        "format": 1,
+        "model": {"kind": kind, **model.config_dict()},
+        "model_state": state,
+        "representation": rep.config(),
+        "vocab": rep.vocab,
+        "epoch": epoch,
+        # timings stay out, so the same run writes byte-identical checkpoints on any machine
+        "history": [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in history.rows],
+        "run_fingerprint": run_fp,
+        "data_fingerprint": data_fp,
+    }
+    ckpt.update(extra or {})
+    ckpt.update(resume or {})
+    return ckpt
+
+
+def resume_state(best_state: dict[str, torch.Tensor], optimizer, sampler) -> dict[str, Any]:
+    """What last.pt adds to resume a run; the best weights travel with it, so a resumed run
+    still writes the true best.pt."""
+    return {
+        "best_model_state": best_state,
+        "optimizer_state": optimizer.state_dict(),
+        "sampler_state": json.dumps(sampler.get_state()),
+        "torch_rng": torch.get_rng_state(),
+    }
+
+
+def training_summary(result: TrainResult) -> dict[str, Any]:
+    """metrics/train.json: the best epoch's numbers, run length, speed and device."""
+    best = result.history.best()
+    summary = {
+        "best_epoch": best["epoch"],
+        "best_val_loss": best["val_loss"],
+        "best_val_perplexity": best["val_perplexity"],
+        "epochs": len(result.history.rows),
+        "tokens_per_s": round(result.tokens_per_s, 1),
+        "wall_s": round(result.wall_s, 1),
+        "device": result.device,  # for the report (cpu, cuda, cuda:0, ...)
+    }
+    summary.update({k: best[k] for k in ("val_accuracy", "val_kl") if k in best})  # musicvae
+    return summary
+
+
 def train_model(
     rep: Representation,
     train_stream: np.ndarray,
@@ -169,30 +232,16 @@ def train_model(
         best_val = history.best()["val_loss"]
 
     def weights() -> dict[str, torch.Tensor]:
-        return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        return cpu_weights(model)
 
     def payload(epoch: int, with_optimizer: bool, state: dict[str, torch.Tensor] | None = None) -> dict:
-        ckpt = {
-            "format": 1,
-            "model": {"kind": mp["kind"], **model.config_dict()},
-            "model_state": state if state is not None else weights(),
-            "representation": rep.config(),
-            "vocab": rep.vocab,
-            "epoch": epoch,
-            # timings stay out, so the same run writes byte-identical checkpoints on any machine
-            "history": [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in history.rows],
-            "run_fingerprint": run_fp,
-            "data_fingerprint": data_fingerprint,
-        }
+        resume = None
         if with_optimizer:
-            # the best weights travel with last.pt: a resumed run must still write the true best.pt
-            ckpt["best_model_state"] = best_state
-            ckpt["optimizer_state"] = optimizer.state_dict()
-            ckpt["sampler_state"] = json.dumps(sampler.get_state())
-            ckpt["torch_rng"] = torch.get_rng_state()
+            resume = resume_state(best_state, optimizer, sampler)
             if world.size > 1:
-                ckpt["torch_rng_ranks"] = rng_states
-        return ckpt
+                resume["torch_rng_ranks"] = rng_states
+        weights_now = state if state is not None else weights()
+        return checkpoint(model, mp["kind"], rep, epoch, history, run_fp, data_fingerprint, weights_now, resume=resume)
 
     t0 = time.perf_counter()
     trained_tokens, train_time = 0, 0.0

@@ -10,7 +10,6 @@ an epoch early in the beta warm-up cannot win by paying less for its KL.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -31,10 +30,13 @@ from midigen.train import (
     TrainResult,
     _try_resume,
     autocast,
+    checkpoint,
+    cpu_weights,
     fingerprint,
     lr_at,
     perplexity,
     pick_device,
+    resume_state,
     seed_everything,
 )
 
@@ -165,27 +167,12 @@ def train_vae(
     best_val = history.best()["val_loss"] if start_epoch else float("inf")
 
     def weights() -> dict[str, torch.Tensor]:
-        return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        return cpu_weights(model)
 
     def payload(epoch: int, state: dict[str, torch.Tensor], resumable: bool) -> dict:
-        ckpt = {
-            "format": 1,
-            "model": {"kind": "musicvae", **model.config_dict()},
-            "model_state": state,
-            "representation": rep.config(),
-            "vocab": rep.vocab,
-            "epoch": epoch,
-            "history": [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in history.rows],
-            "run_fingerprint": run_fp,
-            "data_fingerprint": data_fingerprint,
-            "loss": {"max_beta": max_beta, "beta_rate": beta_rate, "free_bits": free_bits},
-        }
-        if resumable:
-            ckpt["best_model_state"] = best_state
-            ckpt["optimizer_state"] = optimizer.state_dict()
-            ckpt["sampler_state"] = json.dumps(sampler.get_state())
-            ckpt["torch_rng"] = torch.get_rng_state()
-        return ckpt
+        loss = {"loss": {"max_beta": max_beta, "beta_rate": beta_rate, "free_bits": free_bits}}
+        resume = resume_state(best_state, optimizer, sampler) if resumable else None
+        return checkpoint(model, "musicvae", rep, epoch, history, run_fp, data_fingerprint, state, loss, resume)
 
     t0 = time.perf_counter()
     trained_steps, train_time = 0, 0.0

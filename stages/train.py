@@ -13,7 +13,7 @@ from midigen.experiment import load_split_data
 from midigen.jsonio import write_json
 from midigen.params import load_params
 from midigen.tracking import no_run, start_run
-from midigen.train import pick_device, train_model
+from midigen.train import pick_device, train_model, training_summary
 from midigen.train_vae import train_vae
 
 MODELS = Path("models")
@@ -51,16 +51,7 @@ def main() -> int | None:
             on_epoch=lambda row: run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"]),
         )
         best = result.history.best()
-        summary = {
-            "best_epoch": best["epoch"],
-            "best_val_loss": best["val_loss"],
-            "best_val_perplexity": best["val_perplexity"],
-            "epochs": len(result.history.rows),
-            "tokens_per_s": round(result.tokens_per_s, 1),
-            "wall_s": round(result.wall_s, 1),
-            "device": result.device,  # for the report (cpu, cuda, cuda:0, ...)
-        }
-        summary.update({k: best[k] for k in ("val_accuracy", "val_kl") if k in best})  # musicvae
+        summary = training_summary(result)
         run.log_metrics({"best_val_loss": best["val_loss"], "best_val_perplexity": best["val_perplexity"]})
         run.set_tags({"device": result.device})
         run.log_artifact(result.best_path)

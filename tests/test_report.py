@@ -30,6 +30,7 @@ from midigen.errors import ParamsError
 from midigen.midi_io import read_notes, write_midi
 from midigen.params import SCHEMA, load_params, validate
 from midigen.report import Inputs, build_report, changed_params, interpolation_groups, load_defaults
+from midigen.train import training_summary
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = (
@@ -100,16 +101,7 @@ def write_training_outputs(root: Path, trained_run) -> None:
     out_dir, result, _ = trained_run
     (root / "models").mkdir()
     shutil.copy(out_dir / "best.pt", root / "models/best.pt")
-    best = result.history.best()
-    summary = {
-        "best_epoch": best["epoch"],
-        "best_val_loss": best["val_loss"],
-        "best_val_perplexity": best["val_perplexity"],
-        "epochs": len(result.history.rows),
-        "tokens_per_s": round(result.tokens_per_s, 1),
-        "wall_s": round(result.wall_s, 1),
-        "device": result.device,
-    }
+    summary = training_summary(result)
     write_json(root / "metrics/train.json", summary)
     columns = ["epoch", "train_loss", "val_loss", "train_perplexity", "val_perplexity"]
     write_rows(root / "metrics/train_curve.csv", result.history.rows, columns)
