@@ -10,7 +10,6 @@ an epoch early in the beta warm-up cannot win by paying less for its KL.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -258,7 +257,3 @@ def train_vae(
         device=str(device),
         resumed_from_epoch=start_epoch,
     )
-
-
-def kl_bits(kl_nats: float) -> float:
-    return kl_nats / math.log(2.0)
