@@ -7,7 +7,7 @@ Seed-style (our rewrite of the reference design's loop): for each of 2 pieces, s
 and run model(x, hidden) on one token of one sequence per step, carrying the LSTM state;
 logits / temperature, top-k 50, softmax, torch.multinomial, .item() into a list; 4000 steps,
 no stop at <EOS> (so exactly 2 x 4000 new tokens).
-Ours: midigen.generate.sample_ids for 16 pieces with max_steps 4000 and params.yaml's generate
+Ours: midigen.generation.generate.sample_ids for 16 pieces with max_steps 4000 and params.yaml's generate
 section (temperature, top_k, top_p, seed): all pieces in one batch. A row stops at its <EOS>, so
 ours may produce fewer than 16 x 4000 tokens; the tokens actually produced are counted and shown
 with tokens/s. To also compare equal work, ours is run a second time with <EOS> ignored
@@ -98,7 +98,7 @@ def main() -> int:
         )
         return 2
     enter_root()
-    from midigen.generate import load_for_sampling, sample_ids
+    from midigen.generation.generate import load_for_sampling, sample_ids
     from midigen.params import load_params
     from midigen.representations import BOS, EOS
 
@@ -128,7 +128,7 @@ def main() -> int:
     )
     seed_tokens, seed_desc = describe(seed_seqs, EOS)
 
-    # ours: midigen.generate.sample_ids, one batch, rows stop at <EOS>
+    # ours: midigen.generation.generate.sample_ids, one batch, rows stop at <EOS>
     ours_s, ours_times, (ours_seqs, _) = timed(
         lambda: sample_ids(ckpt, args.pieces, args.steps, temperature, top_k, top_p, seed, device="cpu")
     )

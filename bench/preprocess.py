@@ -1,4 +1,4 @@
-"""Benchmark: MIDI -> tokens, reference-style baseline vs midigen.preprocess. Prints the speed-up.
+"""Benchmark: MIDI -> tokens, reference-style baseline vs midigen.data.preprocess. Prints the speed-up.
 
 Baseline (our fresh rewrite of the reference design's algorithm, single process):
   for each file: pretty_midi.PrettyMIDI(path); collect (note.start, "NOTE_ON_p") and
@@ -7,7 +7,7 @@ Baseline (our fresh rewrite of the reference design's algorithm, single process)
   string, prev_t = t; then "<EOS>". Afterwards build a vocab in data order (first appearance,
   then <PAD>/<BOS>/<EOS> if missing), encode with vocab.get(t, pad_id) and json.dump
   {"vocab": ...} and {"sequences": [...]} into a temporary folder.
-Ours: midigen.preprocess.preprocess(manifest, params["preprocess"], out_dir, workers) into a
+Ours: midigen.data.preprocess.preprocess(manifest, params["preprocess"], out_dir, workers) into a
   temporary token store (symusic parser, vectorised encoder, process pool; workers 0 = all cores).
 
 Each run is a fresh `python` subprocess timed by wall clock from the parent, so interpreter
@@ -75,8 +75,8 @@ def baseline(paths: list[str], out_dir: Path, step: float = 0.05, max_shift: int
 
 def ours(manifest_csv: Path, out_dir: Path, workers: int) -> int:
     """midigen's preprocess stage on the same files; returns the number of tokens stored."""
+    from midigen.data.preprocess import preprocess
     from midigen.params import load_params
-    from midigen.preprocess import preprocess
 
     params = load_params(ROOT / "params.yaml", sections=("preprocess",))
     return preprocess(manifest_csv, params["preprocess"], out_dir / "tokens", workers=workers).tokens

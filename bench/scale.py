@@ -2,7 +2,7 @@
 
 The corpus is synthetic but made of real music: the Bach chorales of the music21 corpus
 (exported by the ingest stage), each transposed by -5..+6 semitones and time-stretched by
-0.75..1.25, written as MIDI files with midigen.midi_io.write_midi (piece i is chorale i mod 410
+0.75..1.25, written as MIDI files with midigen.data.midi_io.write_midi (piece i is chorale i mod 410
 under variant i div 410, so every size is a prefix of the largest). For each size the real
 stage scripts run as child processes in a scratch folder:
 
@@ -81,8 +81,8 @@ def children(pid: int) -> list[int]:
 
 def chorales(work: Path) -> list[np.ndarray]:
     """The music21 Bach chorales as note arrays (exported once by the ingest stage's code)."""
-    from midigen.ingest import ingest
-    from midigen.midi_io import read_notes
+    from midigen.data.ingest import ingest
+    from midigen.data.midi_io import read_notes
 
     raw = work / "chorales"
     if not (raw / "manifest.csv").exists():
@@ -108,7 +108,7 @@ _BASE: list[np.ndarray] = []
 
 
 def _write(job: tuple[int, str]) -> None:
-    from midigen.midi_io import write_midi
+    from midigen.data.midi_io import write_midi
 
     i, path = job
     write_midi(variant(_BASE[i % len(_BASE)], i, len(_BASE)), path)

@@ -9,12 +9,12 @@ Seed-style baseline (our faithful rewrite of the reference design's algorithm):
   CrossEntropyLoss over every position; grad-norm clip 1.0. Data: the train stream cut into
   non-overlapping chunks of seq_len 256 (x = stream[i:i+L], y = stream[i+1:i+L+1], i = idx*L),
   DataLoader(batch_size 16, shuffle=True, drop_last=True); validation after every epoch.
-Ours: midigen.train.train_model with params.yaml's model/train sections as they are.
+Ours: midigen.training.loop.train_model with params.yaml's model/train sections as they are.
 
 Budget: each side trains until its training time (validation excluded, as in train_model) exceeds
 --budget seconds, checked after every batch; the interrupted epoch then gets its final validation.
 Scoring: every end-of-epoch model of both sides (the final one included) is scored with the same
-function, midigen.train.evaluate_loss, at seq_len 256 over the whole val stream; "final" is the last
+function, midigen.training.loop.evaluate_loss, at seq_len 256 over the whole val stream; "final" is the last
 model, "best" the lowest of those scores. (Ours is scored from its last.pt after every epoch; this
 scoring is outside its budget, like its own validation.) Run from anywhere:
   python bench/train.py [--budget 330]
@@ -85,7 +85,7 @@ def run_seed(
     lr: float = 3e-4,
     grad_clip: float = 1.0,
 ) -> dict:
-    from midigen.train import evaluate_loss
+    from midigen.training.loop import evaluate_loss
 
     torch.manual_seed(SEED)
     model = SeedLSTM(len(rep.vocab)).to(device)
@@ -146,7 +146,7 @@ def run_seed(
 def run_ours(
     rep, train_stream, val_stream, params: dict, data_fp: str, budget: float, device: torch.device, ckpt_dir: Path
 ) -> dict:
-    import midigen.train as mt
+    import midigen.training.loop as mt
     from midigen.models import load_checkpoint, model_from_checkpoint
 
     counts = {"batches": 0, "tokens": 0, "per_epoch": 1}
@@ -206,9 +206,9 @@ def main() -> int:
     if args.budget <= 0:
         ap.error("--budget must be > 0")
     enter_root()
-    from midigen.experiment import load_split_data
+    from midigen.data.dataset import load_split_data
     from midigen.params import load_params
-    from midigen.train import pick_device
+    from midigen.training.loop import pick_device
 
     params = load_params(ROOT / "params.yaml")
     data = load_split_data()
@@ -239,7 +239,8 @@ def main() -> int:
         "the cores are free; lower means it was waiting for CPU)"
     )
     print(
-        f"val loss = midigen.train.evaluate_loss at seq_len {EVAL_SEQ_LEN} over all {len(val_stream):,} val tokens, "
+        f"val loss = midigen.training.loop.evaluate_loss at seq_len {EVAL_SEQ_LEN} "
+        f"over all {len(val_stream):,} val tokens, "
         "after every epoch (final = last model, best = lowest)"
     )
     print(

@@ -74,7 +74,7 @@ def _preprocess_params(args: argparse.Namespace) -> dict:
 
 
 def cmd_tokenize(args: argparse.Namespace) -> int:
-    from midigen.preprocess import select_notes
+    from midigen.data.preprocess import select_notes
 
     params = _preprocess_params(args)
     rep = _representation(args, params)
@@ -91,7 +91,7 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
 
 
 def cmd_detokenize(args: argparse.Namespace) -> int:
-    from midigen.midi_io import write_midi
+    from midigen.data.midi_io import write_midi
 
     params = _preprocess_params(args)
     rep = _representation(args, params)
@@ -115,7 +115,7 @@ def cmd_detokenize(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from midigen.generate import sample_ids, write_pieces
+    from midigen.generation.generate import sample_ids, write_pieces
     from midigen.models import load_checkpoint
 
     for flag, value, spec in (
@@ -127,7 +127,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     ):
         spec.check(flag, value)
     if load_checkpoint(args.checkpoint)["model"]["kind"] == "musicvae":
-        from midigen.latent import load_vae, sample, write_windows
+        from midigen.generation.latent import load_vae, sample, write_windows
 
         model, grid_rep, dev = load_vae(args.checkpoint, args.device)
         # a MusicVAE decodes whole windows from z: --max-steps, --top-k/--top-p and --primer do not apply
@@ -163,7 +163,7 @@ def _check_vae_flags(args: argparse.Namespace) -> None:
 
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
-    from midigen.latent import file_window, interpolate_windows, load_vae, write_windows
+    from midigen.generation.latent import file_window, interpolate_windows, load_vae, write_windows
 
     _check_vae_flags(args)
     if args.steps < 2:
@@ -177,7 +177,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    from midigen.latent import file_window, load_vae, reconstruct, write_windows
+    from midigen.generation.latent import file_window, load_vae, reconstruct, write_windows
 
     _check_vae_flags(args)
     model, rep, dev = load_vae(args.checkpoint, args.device)

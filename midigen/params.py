@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
+from midigen.data.midi_io import KEY_NAMES
 from midigen.errors import ParamsError
-from midigen.midi_io import KEY_NAMES
 
 
 @dataclass(frozen=True)

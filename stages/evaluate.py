@@ -6,16 +6,16 @@ from pathlib import Path
 
 import numpy as np
 
-from midigen import metrics
+from midigen.data.dataset import load_split_data
 from midigen.errors import run_main
-from midigen.experiment import load_split_data
-from midigen.generate import load_for_sampling
+from midigen.evaluation import metrics
+from midigen.evaluation.lm_eval import compare_decoding, teacher_forced
+from midigen.evaluation.vae_eval import evaluate_musicvae
+from midigen.generation.generate import load_for_sampling
 from midigen.jsonio import write_json
-from midigen.lm_eval import compare_decoding, teacher_forced
 from midigen.params import load_params
 from midigen.table import write_rows
-from midigen.train import perplexity
-from midigen.vae_eval import evaluate_musicvae
+from midigen.training.loop import perplexity
 
 GENERATED = Path("outputs/generated")
 

@@ -4,8 +4,8 @@ import sys
 import time
 
 from midigen.errors import run_main
-from midigen.generate import sample_ids, write_pieces
-from midigen.latent import generate_vae
+from midigen.generation.generate import sample_ids, write_pieces
+from midigen.generation.latent import generate_vae
 from midigen.params import load_params
 
 OUT = "outputs/generated"

@@ -4,8 +4,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from midigen.data.ingest import ingest, parse_source
 from midigen.errors import run_main
-from midigen.ingest import ingest, parse_source
 from midigen.params import load_params
 
 OUT = Path("data/raw")

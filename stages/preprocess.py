@@ -3,10 +3,10 @@
 import sys
 from pathlib import Path
 
+from midigen.data.preprocess import preprocess
 from midigen.errors import DataError, run_main
 from midigen.jsonio import write_json
 from midigen.params import load_params
-from midigen.preprocess import preprocess
 
 OUT = Path("data/tokens")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from midigen.errors import run_main
 from midigen.params import load_params
-from midigen.report import build_report
+from midigen.report.page import build_report
 
 OUT = Path("reports")
 

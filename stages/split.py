@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from midigen.data.split import SPLITS, make_split
 from midigen.errors import DataError, run_main
 from midigen.params import load_params
-from midigen.split import SPLITS, make_split
 
 OUT = Path("data/split.csv")
 

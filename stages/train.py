@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from midigen import distributed
+from midigen.data.dataset import load_split_data
 from midigen.errors import run_main
-from midigen.experiment import load_split_data
 from midigen.jsonio import write_json
 from midigen.params import load_params
-from midigen.tracking import no_run, start_run
-from midigen.train import pick_device, train_model, training_summary
-from midigen.train_vae import train_vae
+from midigen.training import distributed
+from midigen.training.loop import pick_device, train_model, training_summary
+from midigen.training.tracking import no_run, start_run
+from midigen.training.train_vae import train_vae
 
 MODELS = Path("models")
 

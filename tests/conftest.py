@@ -46,7 +46,7 @@ def folk_paths(tmp_path_factory) -> list[Path]:
     """Eight real folk melodies (music21's essenFolksong/teste.abc), exported to MIDI by ingest."""
     from music21 import corpus
 
-    from midigen.ingest import export_music21_file
+    from midigen.data.ingest import export_music21_file
 
     out = tmp_path_factory.mktemp("folk")
     src = next(p for p in corpus.getComposer("essenFolksong") if p.name == "teste.abc")
@@ -131,7 +131,7 @@ def event_rep():
 @pytest.fixture(scope="session")
 def chorale_ids(chorale_paths, event_rep) -> list[np.ndarray]:
     """Each session chorale encoded as the pipeline would (<BOS> ... <EOS>), as int64 ids."""
-    from midigen.midi_io import read_notes
+    from midigen.data.midi_io import read_notes
 
     return [event_rep.encode(read_notes(p)).astype(np.int64) for p in chorale_paths]
 
@@ -145,7 +145,7 @@ def chorale_streams(chorale_ids) -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, chorale_streams, event_rep):
     """One tiny train_model run on the chorales: (out_dir, TrainResult, params)."""
-    from midigen.train import train_model
+    from midigen.training.loop import train_model
 
     out_dir = tmp_path_factory.mktemp("trained")
     params = tiny_params()

@@ -11,15 +11,15 @@ import torch
 import yaml
 from conftest import PROJECT_ROOT, tiny_params
 
-from midigen.builtin import NABIYA
-from midigen.experiment import load_split_data
-from midigen.ingest import ingest
-from midigen.lm_eval import compare_decoding, teacher_forced
+from midigen.data.builtin import NABIYA
+from midigen.data.dataset import load_split_data
+from midigen.data.ingest import ingest
+from midigen.data.preprocess import preprocess
+from midigen.data.split import make_split
+from midigen.evaluation.lm_eval import compare_decoding, teacher_forced
 from midigen.models import load_checkpoint, model_from_checkpoint
-from midigen.preprocess import preprocess
-from midigen.split import make_split
 from midigen.table import read_rows
-from midigen.train import train_model
+from midigen.training.loop import train_model
 
 SAMPLING = {"temperature": 1.0, "top_k": 40, "top_p": 0.95, "seed": 7}
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from conftest import subprocess_env
 
-from midigen.midi_io import read_notes
+from midigen.data.midi_io import read_notes
 from midigen.representations import EventRepresentation
 
 

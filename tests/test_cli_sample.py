@@ -10,7 +10,7 @@ import pretty_midi
 import pytest
 from conftest import subprocess_env
 
-from midigen.midi_io import read_notes
+from midigen.data.midi_io import read_notes
 
 SMALL = ("--num-files", 2, "--max-steps", 30, "--seed", 3)
 

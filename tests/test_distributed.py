@@ -17,13 +17,13 @@ import pytest
 import torch
 from test_interruption import make_tiny_repo, mlflow_statuses, run
 
-from midigen.distributed import batch_slice
+from midigen.data.store import TokenStore, write_store
+from midigen.data.windows import PieceStream, WindowSampler, eval_windows, split_tokens, split_view
 from midigen.errors import ParamsError
 from midigen.params import load_params, validate
 from midigen.representations import PAD
-from midigen.store import TokenStore, write_store
-from midigen.train import evaluate_loss
-from midigen.windows import PieceStream, WindowSampler, eval_windows, split_tokens, split_view
+from midigen.training.distributed import batch_slice
+from midigen.training.loop import evaluate_loss
 
 EPOCHS = 3
 
@@ -175,8 +175,8 @@ def set_param(root, section: str, **values) -> None:
 def train_in_process(root, out_dir, on_epoch=None):
     """train_model in this process on the folder's data and params: the same run fingerprint
     as the stage's (same params, data and code), so the stage resumes its last.pt."""
-    from midigen.experiment import load_split_data
-    from midigen.train import train_model
+    from midigen.data.dataset import load_split_data
+    from midigen.training.loop import train_model
 
     params = load_params(root / "params.yaml")
     data = load_split_data(root / "data/tokens", root / "data/split.csv")

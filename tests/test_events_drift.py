@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from midigen.midi_io import make_notes, read_notes
+from midigen.data.midi_io import make_notes, read_notes
 from midigen.representations import EventRepresentation
 
 TIME_STEP = 0.05

@@ -7,7 +7,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from midigen.midi_io import read_notes
+from midigen.data.midi_io import read_notes
 from midigen.representations import EventRepresentation
 
 EPS = 1e-9

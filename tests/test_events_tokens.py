@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from midigen.midi_io import empty_notes, make_notes
+from midigen.data.midi_io import empty_notes, make_notes
 from midigen.representations import BOS, EOS, PAD, EventRepresentation, from_config, from_params
 
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from conftest import PROJECT_ROOT, TINY_MODEL, TINY_TRAIN, VENV_BIN, random_melody, subprocess_env, write_pretty_midi
 
-from midigen.split import unit_hash
+from midigen.data.split import unit_hash
 
 pytestmark = [
     pytest.mark.pipeline,
@@ -38,7 +38,7 @@ def stages_run(output: str) -> set[str]:
 
 
 def piece_names(seed: int, val_ratio: float, test_ratio: float, wanted: dict[str, int]) -> dict[str, list[str]]:
-    """File names whose hash split (midigen.split) is test / val / train, `wanted` of each: a
+    """File names whose hash split (midigen.data.split) is test / val / train, `wanted` of each: a
     corpus of 7 files lands in all three splits and the test split has 2 pieces to compare with."""
     names: dict[str, list[str]] = {k: [] for k in wanted}
     k = 0

@@ -9,7 +9,7 @@ from conftest import tiny_params
 
 from midigen.errors import ParamsError
 from midigen.models import load_checkpoint, model_from_checkpoint
-from midigen.train import autocast, maybe_compile, pick_device, train_model
+from midigen.training.loop import autocast, maybe_compile, pick_device, train_model
 
 CPU = torch.device("cpu")
 

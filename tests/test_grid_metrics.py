@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from midigen.grid_metrics import (
+from midigen.evaluation.grid_metrics import (
     class_hit_rates,
     empty_beat_rate,
     groove_consistency,

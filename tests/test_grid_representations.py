@@ -9,8 +9,8 @@ import numpy as np
 import pretty_midi
 import pytest
 
+from midigen.data.midi_io import read_notes, write_midi
 from midigen.errors import MidiError
-from midigen.midi_io import read_notes, write_midi
 from midigen.representations.grid import (
     NOTE_OFF,
     NOTE_ON_BASE,

@@ -23,10 +23,10 @@ import pytest
 import yaml
 from conftest import PROJECT_ROOT, random_melody, subprocess_env, write_pretty_midi
 
+from midigen.data.ingest import ingest
+from midigen.data.preprocess import preprocess
 from midigen.errors import DataError
-from midigen.ingest import ingest
 from midigen.params import load_params
-from midigen.preprocess import preprocess
 from midigen.table import read_rows
 
 HANG_LIMIT_S = 90

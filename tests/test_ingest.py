@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from conftest import random_melody, write_pretty_midi
 
+from midigen.data.ingest import ingest
 from midigen.errors import DataError
-from midigen.ingest import ingest
 
 # name on disk -> seed of its melody; mixed case suffixes, nesting and non-ASCII names
 FILES = {
@@ -152,7 +152,7 @@ def test_a_file_given_as_source_raises_data_error(tmp_path, chorale_paths):
 
 def test_a_pickup_is_delayed_so_bar_lines_fall_on_the_bar_grid(tmp_path):
     # music21 writes the anacrusis at time 0; bar 2 (the first full bar) must start on beat 1
-    from midigen.ingest import export_music21_file
+    from midigen.data.ingest import export_music21_file
     from midigen.representations.grid import read_grid_notes
 
     abc = tmp_path / "pickup.abc"

@@ -175,7 +175,7 @@ def test_a_killed_dvc_repro_resumes_training_from_last_pt(tmp_path, chorale_path
 def test_a_corrupt_last_pt_is_skipped_with_a_warning(tmp_path, event_rep, chorale_streams, capsys, torch_one_thread):
     from conftest import tiny_params
 
-    from midigen.train import train_model
+    from midigen.training.loop import train_model
 
     params = tiny_params(epochs=3)
     train, val = chorale_streams
@@ -209,7 +209,7 @@ def test_a_corrupt_last_pt_is_skipped_with_a_warning(tmp_path, event_rep, choral
 def test_a_zero_byte_or_garbage_last_pt_is_skipped_too(tmp_path, event_rep, chorale_streams, capsys, torch_one_thread):
     from conftest import tiny_params
 
-    from midigen.train import train_model
+    from midigen.training.loop import train_model
 
     train, val = chorale_streams
     out = tmp_path / "models"

@@ -1,4 +1,4 @@
-"""midigen.metrics: per-piece numbers on pieces with known answers, and the MGEval-style set
+"""midigen.evaluation.metrics: per-piece numbers on pieces with known answers, and the MGEval-style set
 distance, which must tell a sample of the same music from noise."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from midigen import metrics
-from midigen.midi_io import make_notes, read_notes
+from midigen.data.midi_io import make_notes, read_notes
+from midigen.evaluation import metrics
 
 
 def line(pitches, step=0.5, dur=0.5):

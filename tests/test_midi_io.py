@@ -7,8 +7,8 @@ import numpy as np
 import pretty_midi
 import pytest
 
+from midigen.data.midi_io import make_notes, read_notes, ticks_to_seconds, write_midi
 from midigen.errors import MidiError
-from midigen.midi_io import make_notes, read_notes, ticks_to_seconds, write_midi
 
 TPQ = 480
 # (tick, microseconds per quarter): 120 bpm, 80 bpm, 150 bpm, an odd 98.0 bpm, 61 bpm

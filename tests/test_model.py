@@ -19,7 +19,7 @@ from midigen.models import (
     save_checkpoint,
 )
 from midigen.representations import BOS, EOS
-from midigen.train import evaluate_loss
+from midigen.training.loop import evaluate_loss
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

@@ -12,10 +12,10 @@ import torch
 from conftest import TINY_TRAIN
 from drum_corpus import write_gmd_like
 
-from midigen.ingest import export_music21_file, music21_files
-from midigen.preprocess import preprocess
+from midigen.data.ingest import export_music21_file, music21_files
+from midigen.data.preprocess import preprocess
 from midigen.representations.grid import DrumGrid, MelodyGrid
-from midigen.train_vae import evaluate_vae, majority_accuracy, train_vae
+from midigen.training.train_vae import evaluate_vae, majority_accuracy, train_vae
 
 VAE = {
     "kind": "musicvae",
@@ -54,7 +54,7 @@ def store_windows(files: list[Path], root: Path, representation: str, bars: int,
     manifest = [{"rel_path": str(p.relative_to(root)), "path": str(p)} for p in files]
     params = {**LIMITS, **GRID, "representation": representation, "bars": bars}
     preprocess(manifest, params, out, workers=1)
-    from midigen.store import TokenStore
+    from midigen.data.store import TokenStore
 
     store = TokenStore(out)
     return np.asarray(store.tokens, dtype=np.int64).reshape(-1, store.representation.seq_len)

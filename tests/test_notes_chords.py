@@ -14,13 +14,13 @@ import yaml
 from conftest import PITCH_MAX, PITCH_MIN, PROJECT_ROOT, subprocess_env
 
 from midigen import representations
-from midigen.metrics import distinct_share, longest_run
-from midigen.midi_io import make_notes
-from midigen.preprocess import preprocess
+from midigen.data.midi_io import make_notes
+from midigen.data.preprocess import preprocess
+from midigen.data.store import TokenStore
+from midigen.evaluation.metrics import distinct_share, longest_run
 from midigen.representations import NotesChordsRepresentation
 from midigen.representations.notes_chords import normal_order
 from midigen.representations.score_time import STEP_S
-from midigen.store import TokenStore
 
 
 def params(**over) -> dict:

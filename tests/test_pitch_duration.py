@@ -9,10 +9,10 @@ import yaml
 from conftest import PITCH_MAX, PITCH_MIN, PROJECT_ROOT
 
 from midigen import representations
-from midigen.builtin import NABIYA
-from midigen.generate import write_pieces
-from midigen.ingest import ingest
-from midigen.midi_io import make_notes, write_midi
+from midigen.data.builtin import NABIYA
+from midigen.data.ingest import ingest
+from midigen.data.midi_io import make_notes, write_midi
+from midigen.generation.generate import write_pieces
 from midigen.representations import PitchDurationRepresentation
 from midigen.representations.pitch_duration import DURATIONS, split_steps
 from midigen.representations.score_time import STEP_S
@@ -142,9 +142,9 @@ def test_generated_midi_carries_tempo_key_and_program(tmp_path, rep):
 
 
 def test_transposition_and_unknown_keys_are_clear_params_errors(rep):
+    from midigen.data.windows import WindowSampler
     from midigen.errors import ParamsError
     from midigen.params import validate
-    from midigen.windows import WindowSampler
 
     stream = rep.encode(make_notes([0.0, 0.5], [0.5, 1.0], [60, 62])).astype(np.int64)
     with pytest.raises(ParamsError, match="train.transpose = 2: only the events representation"):

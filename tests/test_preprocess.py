@@ -11,12 +11,12 @@ import pretty_midi
 import pytest
 from conftest import write_pretty_midi
 
+from midigen.data.ingest import ingest
+from midigen.data.midi_io import read_notes
+from midigen.data.preprocess import preprocess
+from midigen.data.store import TokenStore
 from midigen.errors import DataError
-from midigen.ingest import ingest
-from midigen.midi_io import read_notes
-from midigen.preprocess import preprocess
 from midigen.representations import EventRepresentation
-from midigen.store import TokenStore
 from midigen.table import read_rows
 
 PARAMS = {

@@ -25,12 +25,12 @@ import yaml
 from conftest import PROJECT_ROOT, subprocess_env
 from test_interruption import tiny_params_yaml, write_corpus
 
-from midigen.audio import RELEASE_S, SAMPLE_RATE, find_synth, render_ogg
+from midigen.data.midi_io import read_notes, write_midi
 from midigen.errors import ParamsError
-from midigen.midi_io import read_notes, write_midi
 from midigen.params import SCHEMA, load_params, validate
-from midigen.report import Inputs, build_report, changed_params, interpolation_groups, load_defaults
-from midigen.train import training_summary
+from midigen.report.audio import RELEASE_S, SAMPLE_RATE, find_synth, render_ogg
+from midigen.report.page import Inputs, build_report, changed_params, interpolation_groups, load_defaults
+from midigen.training.loop import training_summary
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = (

@@ -1,4 +1,4 @@
-"""midigen.sampling: top-k / top-p filtering and next-token sampling, row by row for a batch."""
+"""midigen.generation.sampling: top-k / top-p filtering and next-token sampling, row by row for a batch."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from midigen.sampling import filter_logits, sample_next
+from midigen.generation.sampling import filter_logits, sample_next
 
 
 def log_probs(*probs: float) -> torch.Tensor:

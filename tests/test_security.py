@@ -14,7 +14,7 @@ import torch
 from conftest import PROJECT_ROOT, subprocess_env
 from test_hostile_input import END_OF_TRACK, chunk, header, note_bomb, simple_track
 
-from midigen.ingest import _safe_stem
+from midigen.data.ingest import _safe_stem
 
 # -- checkpoints ------------------------------------------------------------------------------
 
@@ -78,7 +78,7 @@ def test_sample_refuses_a_checkpoint_holding_code(tmp_path):
 def test_training_resume_refuses_a_last_pt_holding_code(tmp_path, event_rep, chorale_streams, capsys):
     from conftest import tiny_params
 
-    from midigen.train import train_model
+    from midigen.training.loop import train_model
 
     marker = tmp_path / "pwned_resume"
     out = tmp_path / "models"
@@ -164,7 +164,7 @@ MEASURE = r"""
 import json, sys
 from pathlib import Path
 from midigen.params import load_params
-from midigen.preprocess import preprocess
+from midigen.data.preprocess import preprocess
 from midigen.table import read_rows
 params = load_params(sys.argv[1])["preprocess"]
 manifest = [{"rel_path": Path(p).name, "path": p} for p in sys.argv[3:]]

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from midigen.split import assign_splits, make_split
+from midigen.data.split import assign_splits, make_split
 
 
 def paths(n: int, prefix: str = "piece") -> list[str]:

@@ -10,10 +10,10 @@ import pytest
 import torch
 from conftest import tiny_params
 
+from midigen.data.windows import WindowSampler
 from midigen.models import LSTMLM, LSTMConfig, load_checkpoint, model_from_checkpoint
 from midigen.representations import BOS, EOS, PAD, EventRepresentation
-from midigen.train import evaluate_loss, train_model
-from midigen.windows import WindowSampler
+from midigen.training.loop import evaluate_loss, train_model
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from midigen.sampling import sample_next
+from midigen.generation.sampling import sample_next
 
 
 @dataclass

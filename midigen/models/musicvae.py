@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from midigen.sampling import sample_next
+from midigen.generation.sampling import sample_next
 
 #: keeps log(sigma) finite when softplus underflows
 _MIN_SIGMA = 1e-6

@@ -44,7 +44,7 @@ class Representation:
 
     def read(self, path: str | Path, max_notes: int | None = None) -> np.ndarray:
         """The notes of a MIDI file, timed the way encode() expects (see score_tempo_bpm)."""
-        from midigen.midi_io import read_notes
+        from midigen.data.midi_io import read_notes
 
         return read_notes(path, max_notes, tempo_bpm=self.score_tempo_bpm)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from midigen.midi_io import NOTE_DTYPE, empty_notes
+from midigen.data.midi_io import NOTE_DTYPE, empty_notes
 from midigen.representations.base import BOS, EOS, SPECIALS, Representation
 
 DEFAULT_VELOCITY = 100

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from midigen.data.midi_io import NOTE_DTYPE, empty_notes, read_tick_notes
 from midigen.errors import MidiError
-from midigen.midi_io import NOTE_DTYPE, empty_notes, read_tick_notes
 from midigen.representations.base import Representation
 
 #: One row per note of a `GridPiece`, times in grid steps from the start of the file.
@@ -203,7 +203,7 @@ class GridRepresentation(Representation):
         return self.encode(piece).shape[0] // self.steps_per_bar
 
     def decode(self, ids: np.ndarray, tempo_bpm: float = DEFAULT_TEMPO_BPM) -> np.ndarray:
-        """Any id sequence -> notes (midigen.midi_io.NOTE_DTYPE, seconds at tempo_bpm)."""
+        """Any id sequence -> notes (midigen.data.midi_io.NOTE_DTYPE, seconds at tempo_bpm)."""
         raise NotImplementedError
 
     # hooks for windows()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from midigen.midi_io import NOTE_DTYPE, empty_notes
+from midigen.data.midi_io import NOTE_DTYPE, empty_notes
 from midigen.representations.base import Representation
 
 STEPS_PER_QUARTER = 4  # sixteenth notes

@@ -9,10 +9,10 @@ import numpy as np
 import torch
 
 from midigen import representations
-from midigen.midi_io import write_midi
+from midigen.data.midi_io import write_midi
 from midigen.models import load_checkpoint, model_from_checkpoint
 from midigen.representations import BOS, EOS
-from midigen.train import pick_device
+from midigen.training.loop import pick_device
 
 
 def load_for_sampling(checkpoint: str | Path, device: str = "auto"):
@@ -39,7 +39,7 @@ def sample_ids(
     model, rep, dev = load_for_sampling(checkpoint, device)
     prompt = [BOS]
     if primer is not None:
-        from midigen.preprocess import select_notes
+        from midigen.data.preprocess import select_notes
 
         ids = rep.encode(select_notes(rep.read(primer), "drop"))
         prompt = ids[:-1].tolist()  # without <EOS>, so the model continues

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from midigen.data.store import TokenStore
+from midigen.data.windows import PieceStream, split_tokens, split_view
 from midigen.errors import DataError
-from midigen.store import TokenStore
-from midigen.windows import PieceStream, split_tokens, split_view
 
 STORE = Path("data/tokens")
 SPLIT = Path("data/split.csv")

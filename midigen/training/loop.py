@@ -1,6 +1,6 @@
 """Training loop for the next-token models: AdamW, warm-up + cosine LR, clipping, best/last
 checkpoints, resumable, deterministic on CPU; DistributedDataParallel when started by torchrun
-(midigen.distributed), torch.compile and bf16 autocast on CUDA."""
+(midigen.training.distributed), torch.compile and bf16 autocast on CUDA."""
 
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from midigen import distributed
+from midigen.data.windows import WindowSampler, eval_windows
 from midigen.models import build_model, load_checkpoint, save_checkpoint
 from midigen.parallel import progress
 from midigen.representations import PAD, Representation
-from midigen.windows import WindowSampler, eval_windows
+from midigen.training import distributed
 
 
 def pick_device(name: str) -> torch.device:

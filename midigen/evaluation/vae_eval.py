@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from midigen import grid_metrics, metrics
-from midigen.experiment import SplitData
-from midigen.latent import INTERPOLATION_STEPS, endpoint_windows, interpolate_windows, load_vae, read_windows
+from midigen.data.dataset import SplitData
+from midigen.evaluation import grid_metrics, metrics
+from midigen.generation.latent import INTERPOLATION_STEPS, endpoint_windows, interpolate_windows, load_vae, read_windows
 from midigen.representations.grid import DrumGrid
-from midigen.train_vae import evaluate_vae, majority_accuracy
+from midigen.training.train_vae import evaluate_vae, majority_accuracy
 
 #: held-out windows scored at most (evenly spread over the chosen pieces)
 MAX_TEST_WINDOWS = 1024

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from midigen.distributed import batch_slice
+from midigen.data.store import TokenStore
 from midigen.errors import DataError, ParamsError
 from midigen.representations import PAD
-from midigen.store import TokenStore
+from midigen.training.distributed import batch_slice
 
 
 def split_tokens(store: TokenStore, split: pd.DataFrame, name: str) -> np.ndarray:

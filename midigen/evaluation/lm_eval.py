@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from midigen.metrics import repetition_metrics, summarize
+from midigen.data.windows import eval_windows
+from midigen.evaluation.metrics import repetition_metrics, summarize
 from midigen.representations import EOS, PAD, Representation
-from midigen.train import autocast
-from midigen.windows import eval_windows
+from midigen.training.loop import autocast
 
 
 @torch.no_grad()

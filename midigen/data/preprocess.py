@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 
 from midigen import representations
+from midigen.data.store import StoreSummary, index_columns, write_store
 from midigen.errors import DataError, MidiError
 from midigen.parallel import imap_progress
 from midigen.representations.grid import DrumGrid, GridRepresentation, no_window_reason, read_grid_notes
-from midigen.store import StoreSummary, index_columns, write_store
 from midigen.table import iter_rows, write_rows
 
 

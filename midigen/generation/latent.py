@@ -13,12 +13,12 @@ import numpy as np
 import torch
 
 from midigen import representations
+from midigen.data.midi_io import write_midi
 from midigen.errors import DataError, MidiError, MidigenError
-from midigen.midi_io import write_midi
 from midigen.models import load_checkpoint, model_from_checkpoint
 from midigen.models.musicvae import MusicVAE, interpolate
 from midigen.representations.grid import DrumGrid, GridRepresentation, no_window_reason, read_grid_notes
-from midigen.train import pick_device
+from midigen.training.loop import pick_device
 
 
 def load_vae(checkpoint: str | Path, device: str = "auto") -> tuple[MusicVAE, GridRepresentation, torch.device]:
@@ -150,7 +150,7 @@ def generate_vae(checkpoint: str | Path, params: dict, out_dir: str | Path) -> d
     """The generate stage for MusicVAE: generate.num_files samples from z ~ N(0, I) as one batch
     (sample_NN, at generate.temperature), and an interpolation between the first windows of two
     held-out pieces (interp_NN, both ends included, decoded by argmax). Returns counts."""
-    from midigen.experiment import load_split_data
+    from midigen.data.dataset import load_split_data
 
     g = params["generate"]
     model, rep, dev = load_vae(checkpoint, params["train"]["device"])

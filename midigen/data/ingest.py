@@ -3,7 +3,7 @@
 Sources:
 - ``music21:bach`` | ``music21:essen`` | ``music21:ryans``: pieces of the corpus that ships inside
   the music21 package, exported to MIDI under ``data/raw/midi/``;
-- ``builtin:nabiya``: a one-song dataset (midigen/builtin.py) written under ``data/raw/midi/``,
+- ``builtin:nabiya``: a one-song dataset (midigen/data/builtin.py) written under ``data/raw/midi/``,
   assigned to the training split in the manifest (val and test fall back to it), for smoke runs;
 - a path to a folder of .mid/.midi files (recursive, any case): listed in place, not copied,
   with a content hash per file so a changed file changes the manifest. A metadata CSV at the
@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from midigen.data.midi_io import make_notes, write_midi
 from midigen.errors import DataError
-from midigen.midi_io import make_notes, write_midi
 from midigen.parallel import imap_progress
 
 MUSIC21_CORPORA = {
@@ -58,7 +58,7 @@ def parse_source(source: str) -> Source:
             )
         return Source("music21", name)
     if source.startswith("builtin:"):
-        from midigen.builtin import BUILTIN
+        from midigen.data.builtin import BUILTIN
 
         name = source.split(":", 1)[1]
         if name not in BUILTIN:
@@ -315,7 +315,7 @@ def ingest_folder(root: Path, max_pieces: int, workers: int) -> tuple[pd.DataFra
 def ingest_builtin(name: str, out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write a built-in dataset's piece as MIDI; its manifest row puts it in the training split
     (a one-piece corpus whose piece hashed into val or test would leave nothing to train on)."""
-    from midigen.builtin import BUILTIN
+    from midigen.data.builtin import BUILTIN
 
     make, tempo_bpm, key = BUILTIN[name]
     rel = f"builtin/{name}.mid"

@@ -25,15 +25,15 @@ from typing import Any
 import numpy as np
 import yaml
 
-from midigen.audio import Synth, find_synth, render_ogg
+from midigen.data.midi_io import read_notes, write_midi
 from midigen.errors import DataError, MidiError
 from midigen.jsonio import read_json
-from midigen.midi_io import read_notes, write_midi
 from midigen.parallel import imap_progress
-from midigen.pianoroll import draw_piece, draw_strip, is_drum_piece
+from midigen.report.audio import Synth, find_synth, render_ogg
+from midigen.report.pianoroll import draw_piece, draw_strip, is_drum_piece
 from midigen.table import read_rows
 
-DEFAULTS = Path(__file__).with_name("defaults.yaml")
+DEFAULTS = Path(__file__).parents[1] / "defaults.yaml"
 #: the folders build_report owns inside its output folder (and empties before writing)
 SUBDIRS = ("img", "audio", "midi")
 
@@ -162,9 +162,9 @@ def reference_pieces(inputs: Inputs, n: int, out_dir: Path, tempo_bpm: float) ->
         return [], "test"
     import pandas as pd
 
-    from midigen.store import TokenStore
+    from midigen.data.store import TokenStore
 
-    # what midigen.experiment.SplitData.pieces does, without importing torch (1.4 s of the stage)
+    # what midigen.data.dataset.SplitData.pieces does, without importing torch (1.4 s of the stage)
     store = TokenStore(inputs.store)
     split = pd.read_csv(_need(inputs.split)).set_index("rel_path")["split"]
     of_piece = store.index["rel_path"].map(split)

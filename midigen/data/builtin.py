@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from midigen.midi_io import make_notes
+from midigen.data.midi_io import make_notes
 
 NABIYA: tuple[str, ...] = (
     *("g8", "e8", "e4", "f8", "d8", "d4", "c8", "d8", "e8", "f8", "g8", "g8", "g4"),

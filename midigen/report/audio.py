@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from midigen.data.midi_io import write_midi
 from midigen.errors import ParamsError
-from midigen.midi_io import write_midi
 
 #: Where Debian (fluid-soundfont-gm, timgm6mb-soundfont), Fedora and Arch put GM SoundFonts;
 #: the first that exists wins, so the better (and larger) FluidR3 set is preferred.

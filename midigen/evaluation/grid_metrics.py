@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from midigen.metrics import summarize
+from midigen.evaluation.metrics import summarize
 from midigen.representations.grid import (
     DRUM_CLASSES,
     NOTE_ON_BASE,

@@ -1,6 +1,6 @@
 """Training loop for MusicVAE on fixed-length grid windows: the negative ELBO with annealed beta
 and free bits, AdamW with warm-up + cosine LR, clipping, best/last checkpoints, resumable and
-deterministic on CPU like the next-token trainer (midigen.train), whose helpers it shares.
+deterministic on CPU like the next-token trainer (midigen.training.loop), whose helpers it shares.
 
 Per-epoch numbers are per step of the grid (nats/step) so their curves sit beside the event
 model's: loss = (recon + beta * max(KL - free_bits, 0)) / steps, perplexity = exp(recon / steps).
@@ -24,7 +24,7 @@ from midigen.models import build_model, save_checkpoint
 from midigen.models.musicvae import MusicVAE, beta_schedule
 from midigen.parallel import progress
 from midigen.representations.grid import NOTE_ON_BASE, GridRepresentation, MelodyGrid
-from midigen.train import (
+from midigen.training.loop import (
     History,
     TrainResult,
     _try_resume,

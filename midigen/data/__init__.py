@@ -1,0 +1,1 @@
+"""Data: ingest a corpus, tokenize it into a store, split it, cut windows."""

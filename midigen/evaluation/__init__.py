@@ -1,0 +1,1 @@
+"""Evaluation: test-set likelihoods and the musical metrics of generated vs held-out pieces."""

@@ -1,0 +1,1 @@
+"""Generation: sampling new pieces from a checkpoint and writing them as MIDI."""

@@ -1,0 +1,1 @@
+"""Training: the one loop every model family uses, checkpoints, DDP, MLflow tracking."""
