@@ -85,7 +85,7 @@ def run_seed(
     lr: float = 3e-4,
     grad_clip: float = 1.0,
 ) -> dict:
-    from midigen.training.loop import evaluate_loss
+    from midigen.evaluation.lm_eval import evaluate_loss
 
     torch.manual_seed(SEED)
     model = SeedLSTM(len(rep.vocab)).to(device)
@@ -147,7 +147,7 @@ def run_ours(
     rep, train_stream, val_stream, params: dict, data_fp: str, budget: float, device: torch.device, ckpt_dir: Path
 ) -> dict:
     import midigen.training.loop as mt
-    from midigen.models import load_checkpoint, model_from_checkpoint
+    from midigen.training.checkpoint import load_checkpoint, model_from_checkpoint
 
     counts = {"batches": 0, "tokens": 0, "per_epoch": 1}
 
@@ -208,7 +208,7 @@ def main() -> int:
     enter_root()
     from midigen.data.dataset import load_split_data
     from midigen.params import load_params
-    from midigen.training.loop import pick_device
+    from midigen.training.devices import pick_device
 
     params = load_params(ROOT / "params.yaml")
     data = load_split_data()

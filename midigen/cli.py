@@ -12,29 +12,41 @@ from pathlib import Path
 
 from midigen import representations
 from midigen.errors import MidigenError, ParamsError, run_main
-from midigen.params import SCHEMA, load_params
+from midigen.params import DEFAULTS, SCHEMA, load_params
 
 REP_FLAGS = ("time_step", "max_shift_steps", "velocity_bins", "pitch_min", "pitch_max")
-_DEFAULT_PREPROCESS = {
-    "representation": "events",
-    "time_step": 0.05,
-    "max_shift_steps": 100,
-    "velocity_bins": 0,
-    "drums": "drop",
-    "pitch_min": 0,
-    "pitch_max": 127,
-    "steps_per_quarter": 4,
-    "bars": 4,
-    "hop_bars": 1,
+#: sample flag -> its generate param (flags default to params.yaml's value, else the schema's)
+SAMPLE_FLAGS = {
+    "num_files": "num_files",
+    "max_steps": "max_steps",
+    "temperature": "temperature",
+    "top_k": "top_k",
+    "top_p": "top_p",
+    "seed": "seed",
+    "tempo": "tempo",
+    "key": "key",
+    "program": "program",
 }
+
+
+def _flag(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def _default_help(section: str, key: str, what: str) -> str:
+    return f"{what} (default: params.yaml's {section}.{key}, else {DEFAULTS[section][key]!r})"
 
 
 def _add_rep_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", default="params.yaml", help="params file to read (default: params.yaml)")
     for key in REP_FLAGS:
         kind = SCHEMA["preprocess"][key].kind
-        p.add_argument(f"--{key.replace('_', '-')}", dest=key, type=kind, default=None)
-    p.add_argument("--drums", choices=("drop", "keep"), default=None)
+        p.add_argument(
+            _flag(key), dest=key, type=kind, default=None, help=_default_help("preprocess", key, "representation")
+        )
+    p.add_argument(
+        "--drums", choices=("drop", "keep"), default=None, help=_default_help("preprocess", "drums", "drum notes")
+    )
     p.add_argument(
         "--vocab",
         default="data/tokens/vocab.json",
@@ -43,47 +55,47 @@ def _add_rep_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _representation(args: argparse.Namespace, params: dict) -> representations.Representation:
-    """The representation params select; notes_chords rebuilds the corpus's one from a vocab.json."""
-    if params["representation"] != "notes_chords":
+    """The representation params select; one whose vocabulary comes from the corpus (notes_chords)
+    is rebuilt from the store's vocab.json."""
+    name = params["representation"]
+    if not representations.vocab_from_data(name):
         return representations.from_params(params)
     import json
 
     path = Path(args.vocab)
     if not path.exists():
-        raise ParamsError(f"notes_chords takes its chords from the corpus: {path} not found (run dvc repro preprocess)")
+        raise ParamsError(f"{name} takes its chords from the corpus: {path} not found (run dvc repro preprocess)")
     config = json.loads(path.read_text(encoding="utf-8")).get("representation", {})
-    if config.get("name") != "notes_chords":
-        raise ParamsError(f"{path} holds {config.get('name')!r} tokens, not notes_chords")
+    if config.get("name") != name:
+        raise ParamsError(f"{path} holds {config.get('name')!r} tokens, not {name}")
     return representations.from_config(config)
 
 
-def _preprocess_params(args: argparse.Namespace) -> dict:
-    """params.yaml's preprocess section (if present), overridden by flags, then validated."""
-    params = dict(_DEFAULT_PREPROCESS)
+def _section(args: argparse.Namespace, section: str) -> dict:
+    """params.yaml's `section` (if the file is there), else the schema's defaults."""
     if Path(args.params).exists():
-        params.update(load_params(args.params, sections=("preprocess",))["preprocess"])
-    elif args.params != "params.yaml":
+        return dict(load_params(args.params, sections=(section,))[section])
+    if args.params != "params.yaml":
         raise ParamsError(f"{args.params}: not found")
+    return dict(DEFAULTS[section])
+
+
+def _preprocess_params(args: argparse.Namespace) -> dict:
+    """params.yaml's preprocess section (or the defaults), overridden by flags, then validated."""
+    params = _section(args, "preprocess")
     for key in (*REP_FLAGS, "drums"):
         value = getattr(args, key, None)
         if value is not None:
-            params[key] = SCHEMA["preprocess"][key].check(f"--{key.replace('_', '-')}", value)
+            params[key] = SCHEMA["preprocess"][key].check(_flag(key), value)
     if params["pitch_min"] > params["pitch_max"]:
         raise ParamsError(f"pitch_min = {params['pitch_min']} is above pitch_max = {params['pitch_max']}")
     return params
 
 
 def cmd_tokenize(args: argparse.Namespace) -> int:
-    from midigen.data.preprocess import select_notes
-
     params = _preprocess_params(args)
     rep = _representation(args, params)
-    if isinstance(rep, representations.GridRepresentation):  # the whole piece on the step grid
-        from midigen.representations.grid import read_grid_notes
-
-        ids = rep.encode(read_grid_notes(args.midi, rep.steps_per_quarter))
-    else:
-        ids = rep.encode(select_notes(rep.read(args.midi), params["drums"]))
+    ids = rep.encode(rep.read_piece(args.midi, drums=params["drums"]))
     out = sys.stdout
     for tok in rep.ids_to_tokens(ids):
         out.write(tok + "\n")
@@ -91,8 +103,6 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
 
 
 def cmd_detokenize(args: argparse.Namespace) -> int:
-    from midigen.data.midi_io import write_midi
-
     params = _preprocess_params(args)
     rep = _representation(args, params)
     path = Path(args.tokens)
@@ -105,8 +115,7 @@ def cmd_detokenize(args: argparse.Namespace) -> int:
         ids = rep.tokens_to_ids(tokens)
     except MidigenError as exc:
         raise MidigenError(f"{path}: {exc}") from None
-    notes = rep.decode(ids)
-    write_midi(notes, args.out)
+    notes = rep.write_midi(ids, args.out)
     print(
         f"wrote {args.out}: {len(notes)} notes, {float(notes['end_s'].max()) if len(notes) else 0:.1f} s",
         file=sys.stderr,
@@ -114,40 +123,36 @@ def cmd_detokenize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate_params(args: argparse.Namespace) -> dict:
+    """params.yaml's generate section (or the defaults), overridden by the flags given, checked."""
+    g = _section(args, "generate")
+    for key, param in SAMPLE_FLAGS.items():
+        value = getattr(args, key, None)
+        if value is not None:
+            g[param] = SCHEMA["generate"][param].check(_flag(key), value)
+    return g
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
-    from midigen.generation.generate import sample_ids, write_pieces
-    from midigen.models import load_checkpoint
+    from midigen.generation.generate import sample, write_pieces
+    from midigen.models.base import context_from, request_from
+    from midigen.training.checkpoint import load_model
 
-    for flag, value, spec in (
-        ("--num-files", args.num_files, SCHEMA["generate"]["num_files"]),
-        ("--max-steps", args.max_steps, SCHEMA["generate"]["max_steps"]),
-        ("--temperature", args.temperature, SCHEMA["generate"]["temperature"]),
-        ("--top-k", args.top_k, SCHEMA["generate"]["top_k"]),
-        ("--top-p", args.top_p, SCHEMA["generate"]["top_p"]),
-    ):
-        spec.check(flag, value)
-    if load_checkpoint(args.checkpoint)["model"]["kind"] == "musicvae":
-        from midigen.generation.latent import load_vae, sample, write_windows
-
-        model, grid_rep, dev = load_vae(args.checkpoint, args.device)
-        # a MusicVAE decodes whole windows from z: --max-steps, --top-k/--top-p and --primer do not apply
-        windows, _ = sample(model, args.num_files, 0.0 if args.greedy else args.temperature, args.seed, dev)
-        for path in write_windows(windows, grid_rep, args.out, "sample", args.tempo):
-            print(path)
-        return 0
-    seqs, rep = sample_ids(
-        args.checkpoint,
-        args.num_files,
-        args.max_steps,
-        args.temperature,
-        args.top_k,
-        args.top_p,
-        args.seed,
-        args.device,
-        primer=args.primer,
-        greedy=args.greedy,
-    )
-    paths = write_pieces(seqs, rep, args.out, clear=False)
+    g = _generate_params(args)
+    loaded = load_model(args.checkpoint, args.device)
+    family = loaded.family
+    given = [k for k in ("max_steps", "top_k", "top_p", "primer") if getattr(args, k) is not None]
+    given += ["greedy"] if args.greedy else []
+    refused = [_flag(k) for k in given if k not in family.controls]
+    if refused:
+        raise ParamsError(
+            f"{', '.join(refused)}: a {family.name} model does not use {'it' if len(refused) == 1 else 'them'}"
+            f" (it takes: {', '.join(_flag(k) for k in sorted(family.controls))})"
+        )
+    request = request_from(g, greedy=args.greedy, primer=args.primer)
+    seqs = sample(loaded, request)
+    # exactly what the generate stage writes for the same params: same tempo, key and program
+    paths = write_pieces(seqs, loaded.rep, args.out, clear=False, context=context_from(g))
     for path, ids in zip(paths, seqs, strict=True):
         print(f"{path}  ({len(ids)} tokens)")
     return 0
@@ -162,43 +167,55 @@ def _check_vae_flags(args: argparse.Namespace) -> None:
         raise ParamsError(f"--bar = {args.bar}: bars count from 1")
 
 
+def _write(seqs, loaded, args: argparse.Namespace, prefix: str, tempo: float) -> list[Path]:
+    from midigen.generation.generate import write_pieces
+    from midigen.representations import OutputContext
+
+    return write_pieces(list(seqs), loaded.rep, args.out, prefix, clear=False, context=OutputContext(tempo_bpm=tempo))
+
+
 def cmd_interpolate(args: argparse.Namespace) -> int:
-    from midigen.generation.latent import file_window, interpolate_windows, load_vae, write_windows
+    from midigen.generation.latent import file_window, interpolate_windows, load_latent
 
     _check_vae_flags(args)
     if args.steps < 2:
         raise ParamsError(f"--steps = {args.steps}: at least 2 (both ends are included)")
-    model, rep, dev = load_vae(args.checkpoint, args.device)
-    (a, tempo), (b, _) = file_window(args.a, rep, args.bar), file_window(args.b, rep, args.bar)
-    seq = interpolate_windows(model, a, b, args.steps, args.temperature, args.seed, dev)
-    for path in write_windows(seq, rep, args.out, "interp", args.tempo or tempo):
+    loaded = load_latent(args.checkpoint, args.device)
+    (a, tempo), (b, _) = file_window(args.a, loaded.rep, args.bar), file_window(args.b, loaded.rep, args.bar)
+    seq = interpolate_windows(loaded.model, a, b, args.steps, args.temperature, args.seed, loaded.device)
+    for path in _write(seq, loaded, args, "interp", args.tempo or tempo):
         print(path)
     return 0
 
 
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    from midigen.generation.latent import file_window, load_vae, reconstruct, write_windows
+    from midigen.generation.latent import file_window, load_latent, reconstruct
 
     _check_vae_flags(args)
-    model, rep, dev = load_vae(args.checkpoint, args.device)
-    window, tempo = file_window(args.midi, rep, args.bar)
-    out = reconstruct(model, window[None], args.temperature, args.seed, dev)
-    write_windows(window[None], rep, args.out, "original", args.tempo or tempo)
-    path = write_windows(out, rep, args.out, "reconstruction", args.tempo or tempo)[0]
+    loaded = load_latent(args.checkpoint, args.device)
+    window, tempo = file_window(args.midi, loaded.rep, args.bar)
+    out = reconstruct(loaded.model, window[None], args.temperature, args.seed, loaded.device)
+    _write(window[None], loaded, args, "original", args.tempo or tempo)
+    path = _write(out, loaded, args, "reconstruction", args.tempo or tempo)[0]
     accuracy = float((out[0] == window).mean())
     print(f"{path}  ({accuracy:.1%} of the {window.shape[0]} steps as in the original)")
     return 0
 
 
 def _add_vae_flags(p: argparse.ArgumentParser, temperature: float) -> None:
-    p.add_argument("--checkpoint", default="models/best.pt", help="a MusicVAE checkpoint")
-    p.add_argument("--bar", type=int, default=None, help="use the window starting at this bar (from 1)")
+    p.add_argument("--checkpoint", default="models/best.pt", help="a MusicVAE checkpoint (default: models/best.pt)")
+    p.add_argument(
+        "--bar",
+        type=int,
+        default=None,
+        help="use the window starting at this bar, from 1 (default: the first usable one)",
+    )
     p.add_argument(
         "--temperature", type=float, default=temperature, help=f"0 = most likely step (default {temperature:g})"
     )
     p.add_argument("--tempo", type=float, default=None, help="quarter notes per minute (default: the first file's)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run (default: auto)")
     p.add_argument("--out", required=True, help="output folder")
 
 
@@ -217,18 +234,43 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rep_flags(p)
     p.set_defaults(func=cmd_detokenize)
 
-    p = sub.add_parser("sample", help="generate new pieces from a checkpoint, all in one batch")
-    p.add_argument("--checkpoint", default="models/best.pt")
-    p.add_argument("--num-files", type=int, default=4)
-    p.add_argument("--max-steps", type=int, default=2000, help="new tokens per piece at most")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=40)
-    p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--greedy", action="store_true", help="always take the most likely token")
-    p.add_argument("--primer", help="a MIDI file to continue (its tokens are the prompt)")
-    p.add_argument("--tempo", type=float, default=120.0, help="MusicVAE grids: quarter notes per minute")
+    p = sub.add_parser(
+        "sample", help="generate new pieces from a checkpoint, all in one batch, as the generate stage writes them"
+    )
+    p.add_argument("--checkpoint", default="models/best.pt", help="the checkpoint (default: models/best.pt)")
+    p.add_argument(
+        "--params",
+        default="params.yaml",
+        help="params file whose generate section gives the defaults (default: params.yaml)",
+    )
+    p.add_argument("--num-files", type=int, default=None, help=_default_help("generate", "num_files", "pieces"))
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help=_default_help("generate", "max_steps", "new tokens per piece at most"),
+    )
+    p.add_argument(
+        "--temperature", type=float, default=None, help=_default_help("generate", "temperature", "softmax temperature")
+    )
+    p.add_argument(
+        "--top-k",
+        type=int,
+        default=None,
+        help=_default_help("generate", "top_k", "keep the k most likely tokens; 0 = all"),
+    )
+    p.add_argument("--top-p", type=float, default=None, help=_default_help("generate", "top_p", "nucleus sampling"))
+    p.add_argument("--seed", type=int, default=None, help=_default_help("generate", "seed", "random seed"))
+    p.add_argument(
+        "--tempo", type=float, default=None, help=_default_help("generate", "tempo", "quarter notes per minute")
+    )
+    p.add_argument("--key", default=None, help=_default_help("generate", "key", "key signature of score-time output"))
+    p.add_argument(
+        "--program", type=int, default=None, help=_default_help("generate", "program", "General MIDI program")
+    )
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run (default: auto)")
+    p.add_argument("--greedy", action="store_true", help="always take the most likely token (default: sample)")
+    p.add_argument("--primer", default=None, help="a MIDI file to continue: its tokens are the prompt (default: none)")
     p.add_argument("--out", required=True, help="output folder (sample_NN.mid and .txt)")
     p.set_defaults(func=cmd_sample)
 

@@ -1,7 +1,14 @@
 """Load and validate params.yaml before any work starts.
 
-Every key the pipeline reads is declared in SCHEMA with its type and allowed values, so a
+Every key the pipeline reads is declared in SCHEMA with its type, allowed values and default (the
+one source of defaults: params.yaml ships them, the CLI and the report read them here), so a
 typo or a bad value fails at once with one line naming the key, instead of deep inside a stage.
+
+The choices of model.kind and preprocess.representation are the names of the two registries
+(midigen.models, midigen.representations; a test keeps them equal). They are written out here so
+that reading params imports no model code: a stage depends only on the code it runs.
+Whether a model family can read a representation is checked when training starts
+(midigen.models.check_fits).
 """
 
 from __future__ import annotations
@@ -19,9 +26,11 @@ from midigen.errors import ParamsError
 
 @dataclass(frozen=True)
 class Spec:
-    """What one key accepts: a type, an optional closed/open range or a set of choices."""
+    """What one key accepts: a type, an optional closed/open range or a set of choices, and
+    its default (the value params.yaml ships with)."""
 
     kind: type
+    default: Any
     lo: float | None = None
     hi: float | None = None
     lo_open: bool = False
@@ -61,99 +70,99 @@ class Spec:
         return value
 
 
-def _int(lo=None, hi=None) -> Spec:
-    return Spec(int, lo, hi)
+def _int(default: int, lo=None, hi=None) -> Spec:
+    return Spec(int, default, lo, hi)
 
 
-def _pos(hi=None, hi_open=False) -> Spec:
-    return Spec(float, 0, hi, lo_open=True, hi_open=hi_open)
+def _pos(default: float, hi=None, hi_open=False) -> Spec:
+    return Spec(float, default, 0, hi, lo_open=True, hi_open=hi_open)
 
 
 SCHEMA: dict[str, dict[str, Spec]] = {
     "data": {
-        "source": Spec(str),
-        "watch": Spec(str),
-        "max_pieces": _int(0),
-        "workers": _int(0),
+        "source": Spec(str, "music21:bach"),
+        "watch": Spec(str, "data/external"),
+        "max_pieces": _int(0, 0),
+        "workers": _int(0, 0),
     },
     "preprocess": {
-        "representation": Spec(str, choices=("events", "drums", "melody", "notes_chords", "pitch_duration")),
-        "time_step": _pos(1.0),
-        "max_shift_steps": _int(1, 10000),
-        "velocity_bins": _int(0, 128),
-        "drums": Spec(str, choices=("drop", "keep")),
-        "pitch_min": _int(0, 127),
-        "pitch_max": _int(0, 127),
-        "max_file_mb": _pos(),
-        "max_notes": _int(1),
-        "max_duration_s": _pos(),
-        "timeout_s": _pos(),
-        "steps_per_quarter": _int(1, 24),
-        "bars": _int(1, 64),
-        "hop_bars": _int(1, 64),
-        "chord_min_count": _int(1),
-        "fixed_step_quarters": Spec(float, 0, 4),
+        "representation": Spec(str, "events", choices=("events", "drums", "melody", "notes_chords", "pitch_duration")),
+        "time_step": _pos(0.05, 1.0),
+        "max_shift_steps": _int(100, 1, 10000),
+        "velocity_bins": _int(0, 0, 128),
+        "drums": Spec(str, "drop", choices=("drop", "keep")),
+        "pitch_min": _int(21, 0, 127),
+        "pitch_max": _int(108, 0, 127),
+        "max_file_mb": _pos(10),
+        "max_notes": _int(200000, 1),
+        "max_duration_s": _pos(3600),
+        "timeout_s": _pos(30),
+        "steps_per_quarter": _int(4, 1, 24),
+        "bars": _int(4, 1, 64),
+        "hop_bars": _int(1, 1, 64),
+        "chord_min_count": _int(5, 1),
+        "fixed_step_quarters": Spec(float, 0.0, 0, 4),
     },
     "split": {
-        "val_ratio": Spec(float, 0, 1, hi_open=True),
-        "test_ratio": Spec(float, 0, 1, hi_open=True),
-        "seed": _int(0),
-        "from_metadata": Spec(bool),
+        "val_ratio": Spec(float, 0.1, 0, 1, hi_open=True),
+        "test_ratio": Spec(float, 0.1, 0, 1, hi_open=True),
+        "seed": _int(1234, 0),
+        "from_metadata": Spec(bool, True),
     },
     "model": {
-        "kind": Spec(str, choices=("lstm", "musicvae")),
-        "emb_dim": _int(0),
-        "hidden_dim": _int(1),
-        "num_layers": _int(1, 8),
-        "dropout": Spec(float, 0, 1, hi_open=True),
-        "decoder": Spec(str, choices=("hierarchical", "flat")),
-        "z_dim": _int(1),
-        "enc_hidden": _int(1),
-        "conductor_hidden": _int(1),
-        "dec_hidden": _int(1),
+        "kind": Spec(str, "lstm", choices=("lstm", "musicvae")),
+        "emb_dim": _int(128, 0),
+        "hidden_dim": _int(256, 1),
+        "num_layers": _int(2, 1, 8),
+        "dropout": Spec(float, 0.1, 0, 1, hi_open=True),
+        "decoder": Spec(str, "hierarchical", choices=("hierarchical", "flat")),
+        "z_dim": _int(256, 1),
+        "enc_hidden": _int(512, 1),
+        "conductor_hidden": _int(256, 1),
+        "dec_hidden": _int(256, 1),
     },
     "train": {
-        "epochs": _int(1),
-        "batch_size": _int(1),
-        "seq_len": _int(2),
-        "lr": _pos(1.0),
-        "weight_decay": Spec(float, 0),
-        "grad_clip": _pos(),
-        "schedule": Spec(str, choices=("cosine", "constant", "exponential")),
-        "warmup_steps": _int(0),
-        "transpose": _int(0, 12),
-        "seed": _int(0),
-        "device": Spec(str, choices=("auto", "cpu", "cuda")),
-        "threads": _int(0),
-        "nproc": _int(1, 1024),
-        "compile": Spec(str, choices=("auto", "always", "never")),
-        "max_beta": Spec(float, 0),
-        "beta_rate": Spec(float, 0, 1),
-        "free_bits": Spec(float, 0),
+        "epochs": _int(20, 1),
+        "batch_size": _int(32, 1),
+        "seq_len": _int(128, 2),
+        "lr": _pos(0.003, 1.0),
+        "weight_decay": Spec(float, 0.01, 0),
+        "grad_clip": _pos(1.0),
+        "schedule": Spec(str, "cosine", choices=("cosine", "constant", "exponential")),
+        "warmup_steps": _int(50, 0),
+        "transpose": _int(0, 0, 12),
+        "seed": _int(42, 0),
+        "device": Spec(str, "auto", choices=("auto", "cpu", "cuda")),
+        "threads": _int(0, 0),
+        "nproc": _int(1, 1, 1024),
+        "compile": Spec(str, "auto", choices=("auto", "always", "never")),
+        "max_beta": Spec(float, 0.2, 0),
+        "beta_rate": Spec(float, 0.99, 0, 1),
+        "free_bits": Spec(float, 48, 0),
     },
     "generate": {
-        "num_files": _int(1, 1024),
-        "max_steps": _int(1),
-        "temperature": _pos(10.0),
-        "top_k": _int(0),
-        "top_p": _pos(1.0),
-        "seed": _int(0),
-        "tempo": Spec(float, 20, 400),
-        "key": Spec(str, choices=("none", *KEY_NAMES)),
-        "program": _int(0, 127),
+        "num_files": _int(8, 1, 1024),
+        "max_steps": _int(2000, 1),
+        "temperature": _pos(1.0, 10.0),
+        "top_k": _int(40, 0),
+        "top_p": _pos(0.95, 1.0),
+        "seed": _int(7, 0),
+        "tempo": Spec(float, 120.0, 20, 400),
+        "key": Spec(str, "C", choices=("none", *KEY_NAMES)),
+        "program": _int(0, 0, 127),
     },
     "evaluate": {
-        "ngram": _int(1, 64),
-        "max_test_pieces": _int(1),
-        "decode_pieces": _int(1, 1024),
-        "decode_steps": _int(1),
-        "primer_tokens": _int(1),
+        "ngram": _int(4, 1, 64),
+        "max_test_pieces": _int(64, 1),
+        "decode_pieces": _int(8, 1, 1024),
+        "decode_steps": _int(200, 1),
+        "primer_tokens": _int(8, 1),
     },
     "report": {
-        "audio": Spec(bool),
-        "soundfont": Spec(str),
-        "max_audio_seconds": _pos(3600),
-        "reference_pieces": _int(0, 20),
+        "audio": Spec(bool, True),
+        "soundfont": Spec(str, ""),
+        "max_audio_seconds": _pos(30, 3600),
+        "reference_pieces": _int(3, 0, 20),
     },
 }
 
@@ -185,25 +194,17 @@ def validate(raw: Any, sections: tuple[str, ...] | None = None) -> dict[str, dic
     return out
 
 
-GRID_REPRESENTATIONS = ("drums", "melody")
+#: every key's default: what params.yaml ships with (tests/test_params.py keeps them equal)
+DEFAULTS: dict[str, dict[str, Any]] = {
+    section: {key: spec.check(f"{section}.{key}", spec.default) for key, spec in specs.items()}
+    for section, specs in SCHEMA.items()
+}
 
 
 def _cross_checks(p: dict[str, dict[str, Any]]) -> None:
-    if "train" in p and "model" in p and p["train"]["nproc"] > 1 and p["model"]["kind"] != "lstm":
-        raise ParamsError(f"train.nproc = {p['train']['nproc']}: several processes train model.kind = 'lstm' only")
     if "train" in p and p["train"]["batch_size"] < p["train"]["nproc"]:
         b, n = p["train"]["batch_size"], p["train"]["nproc"]
         raise ParamsError(f"train.batch_size = {b} (the global batch) is below train.nproc = {n}")
-    if "model" in p and "preprocess" in p:
-        kind, rep = p["model"]["kind"], p["preprocess"]["representation"]
-        if kind == "musicvae" and rep not in GRID_REPRESENTATIONS:
-            raise ParamsError(
-                f"model.kind = 'musicvae' needs preprocess.representation = 'drums' or 'melody' (got {rep!r})"
-            )
-        if kind != "musicvae" and p["model"]["emb_dim"] == 0:
-            raise ParamsError("model.emb_dim = 0 (one-hot inputs) is for model.kind = 'musicvae' only")
-        if kind != "musicvae" and rep in GRID_REPRESENTATIONS:
-            raise ParamsError(f"preprocess.representation = {rep!r} is for model.kind = 'musicvae' (got {kind!r})")
     if "split" in p and p["split"]["val_ratio"] + p["split"]["test_ratio"] >= 1:
         s = p["split"]
         raise ParamsError(f"split.val_ratio + split.test_ratio = {s['val_ratio'] + s['test_ratio']:g}: must be < 1")

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from midigen import models
 from midigen.data.dataset import load_split_data
 from midigen.errors import run_main
 from midigen.jsonio import write_json
 from midigen.params import load_params
 from midigen.training import distributed
-from midigen.training.loop import pick_device, train_model, training_summary
+from midigen.training.devices import pick_device
+from midigen.training.loop import train_model, training_summary
 from midigen.training.tracking import no_run, start_run
-from midigen.training.train_vae import train_vae
 
 MODELS = Path("models")
 
@@ -28,20 +29,15 @@ def main() -> int | None:
         return code
     world = distributed.init(device_type)
     rep = data.store.representation
-    if params["model"]["kind"] == "musicvae":  # fixed-length windows of a grid representation
-        trainer, unit = train_vae, "windows"
-        train_data, val_data = data.windows("train"), data.windows("val", fallbacks=("train",))
-    else:
-        trainer, unit = train_model, "tokens"
-        # memory-mapped views: memory stays flat however large the corpus
-        train_data, val_data = data.view("train"), data.view("val", fallbacks=("train",))
+    family = models.family(params["model"]["kind"])
+    train_data, val_data = family.data(data)
     data_fp = data.fingerprint()
     if world.is_main:
-        print(f"train: {len(train_data):,} {unit}, val: {len(val_data):,} {unit}, vocab {len(rep.vocab)}")
+        print(f"train: {len(train_data):,} {family.unit}, val: {len(val_data):,} {family.unit}, vocab {len(rep.vocab)}")
     tags = {"dataset_fingerprint": data_fp, "data_source": params["data"]["source"]}
     logged = {k: params[k] for k in ("data", "preprocess", "split", "model", "train")}
     with start_run(logged, tags) if world.is_main else no_run() as run:
-        result = trainer(
+        result = train_model(
             rep,
             train_data,
             val_data,

@@ -17,8 +17,8 @@ from midigen.data.ingest import ingest
 from midigen.data.preprocess import preprocess
 from midigen.data.split import make_split
 from midigen.evaluation.lm_eval import compare_decoding, teacher_forced
-from midigen.models import load_checkpoint, model_from_checkpoint
 from midigen.table import read_rows
+from midigen.training.checkpoint import load_checkpoint, model_from_checkpoint
 from midigen.training.loop import train_model
 
 SAMPLING = {"temperature": 1.0, "top_k": 40, "top_p": 0.95, "seed": 7}

@@ -20,10 +20,10 @@ from test_interruption import make_tiny_repo, mlflow_statuses, run
 from midigen.data.store import TokenStore, write_store
 from midigen.data.windows import PieceStream, WindowSampler, eval_windows, split_tokens, split_view
 from midigen.errors import ParamsError
+from midigen.evaluation.lm_eval import evaluate_loss
 from midigen.params import load_params, validate
 from midigen.representations import PAD
 from midigen.training.distributed import batch_slice
-from midigen.training.loop import evaluate_loss
 
 EPOCHS = 3
 
@@ -129,7 +129,7 @@ def test_eval_windows_of_a_view_equal_those_of_the_array(store, seq_len, batch_s
 
 
 def test_evaluate_loss_on_a_view_equals_the_loss_on_the_array(store, event_rep):
-    from midigen.models import LSTMLM, LSTMConfig
+    from midigen.models.lstm import LSTMLM, LSTMConfig
 
     torch.manual_seed(0)
     model = LSTMLM(LSTMConfig(len(event_rep.vocab), emb_dim=8, hidden_dim=16, num_layers=1, dropout=0.0))

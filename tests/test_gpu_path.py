@@ -8,8 +8,9 @@ import torch
 from conftest import tiny_params
 
 from midigen.errors import ParamsError
-from midigen.models import load_checkpoint, model_from_checkpoint
-from midigen.training.loop import autocast, maybe_compile, pick_device, train_model
+from midigen.training.checkpoint import load_checkpoint, model_from_checkpoint
+from midigen.training.devices import autocast, maybe_compile, pick_device
+from midigen.training.loop import train_model
 
 CPU = torch.device("cpu")
 

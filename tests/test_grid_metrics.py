@@ -49,7 +49,7 @@ def test_melody_onsets_are_note_ons_only():
 
 
 def test_class_hit_rates_name_magentas_classes():
-    rates = class_hit_rates(np.tile(ROCK_BAR, 4)[None])
+    rates = class_hit_rates(np.tile(ROCK_BAR, 4)[None], DrumGrid())
     assert rates["kick"] == pytest.approx(2 / 16)
     assert rates["closed_hihat"] == pytest.approx(8 / 16)
     assert rates["ride"] == 0

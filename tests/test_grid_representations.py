@@ -11,6 +11,7 @@ import pytest
 
 from midigen.data.midi_io import read_notes, write_midi
 from midigen.errors import MidiError
+from midigen.representations import OutputContext
 from midigen.representations.grid import (
     NOTE_OFF,
     NOTE_ON_BASE,
@@ -175,7 +176,7 @@ def test_a_file_without_drums_is_rejected(tmp_path):
 def test_decoded_drums_are_a_drum_track_on_the_16th_grid(tmp_path):
     rep = DrumGrid()
     window = rep.windows(read_grid_notes(rock_file(tmp_path / "rock.mid")), 4, 4)[0]
-    notes = rep.decode(window, tempo_bpm=TEMPO_BPM)
+    notes = rep.decode(window, OutputContext(tempo_bpm=TEMPO_BPM))
     assert notes.shape[0] == sum(bin(int(t)).count("1") for t in window)
     write_midi(notes, tmp_path / "out.mid", tempo_bpm=TEMPO_BPM)
 
@@ -290,7 +291,7 @@ def test_folk_melody_is_read_as_it_is_and_round_trips_through_the_grid(folk_path
     np.testing.assert_array_equal(onset, piece.notes["onset_step"])  # already monophonic: nothing lost
     np.testing.assert_array_equal(pitch, piece.notes["pitch"])
     assert (offset[:-1] <= onset[1:]).all()
-    notes = rep.decode(rep.encode(piece), tempo_bpm=piece.tempo_bpm)
+    notes = rep.decode(rep.encode(piece), OutputContext(tempo_bpm=piece.tempo_bpm))
     step_s = rep.step_s(piece.tempo_bpm)
     np.testing.assert_allclose(notes["start_s"] / step_s, onset)
     np.testing.assert_array_equal(notes["pitch"], pitch)
@@ -307,7 +308,9 @@ def test_folk_melody_windows_start_on_bar_lines_and_decode_to_its_notes(folk_pat
     assert ((windows >= 2).sum(axis=1) >= 2).all()
 
     for k in (0, 5, n_bars - 4):
-        write_midi(rep.decode(windows[k], tempo_bpm=TEMPO_BPM), tmp_path / f"w{k}.mid", tempo_bpm=TEMPO_BPM)
+        write_midi(
+            rep.decode(windows[k], OutputContext(tempo_bpm=TEMPO_BPM)), tmp_path / f"w{k}.mid", tempo_bpm=TEMPO_BPM
+        )
         back = read_notes(tmp_path / f"w{k}.mid")
         lo, hi = 16 * k, 16 * k + 64
         # every note sounding in the window: those starting in it, and one held across its start
@@ -376,7 +379,7 @@ def test_windows_with_fewer_than_two_notes_are_skipped(tmp_path):
 def test_melody_decode_accepts_any_ids():
     rep = MelodyGrid()
     ids = np.array([NOTE_OFF, 2 + 60, 0, NOTE_OFF, NOTE_OFF, 999, -3, 2 + 62, 2 + 64])
-    notes = rep.decode(ids, tempo_bpm=TEMPO_BPM, program=40)
+    notes = rep.decode(ids, OutputContext(tempo_bpm=TEMPO_BPM, program=40))
     assert notes["pitch"].tolist() == [60, 62, 64]
     np.testing.assert_allclose(notes["start_s"] / STEP_S, [1, 7, 8])
     np.testing.assert_allclose(notes["end_s"] / STEP_S, [3, 8, 9])  # the last note lasts to the end

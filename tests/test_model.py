@@ -8,18 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from midigen import representations
+from midigen import models, representations
 from midigen.errors import DataError
-from midigen.models import (
-    LSTMLM,
-    LSTMConfig,
-    build_model,
-    load_checkpoint,
-    model_from_checkpoint,
-    save_checkpoint,
-)
+from midigen.evaluation.lm_eval import evaluate_loss
+from midigen.models.lstm import LSTMLM, LSTMConfig
 from midigen.representations import BOS, EOS
-from midigen.training.loop import evaluate_loss
+from midigen.training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -206,7 +200,7 @@ def test_a_checkpoint_written_by_train_describes_itself_and_rebuilds_the_best_mo
     assert rep.config() == event_rep.config() and rep.vocab == event_rep.vocab
 
     model = model_from_checkpoint(ckpt).eval()
-    same = build_model(params["model"], len(event_rep.vocab))
+    same = models.family("lstm").build(params["model"], event_rep)
     same.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=True)["model_state"])
     same.eval()
     x = torch.from_numpy(chorale_streams[1][:64]).unsqueeze(0)

@@ -14,8 +14,10 @@ from drum_corpus import write_gmd_like
 
 from midigen.data.ingest import export_music21_file, music21_files
 from midigen.data.preprocess import preprocess
+from midigen.evaluation.grid_metrics import majority_accuracy
+from midigen.models.musicvae import evaluate_vae
 from midigen.representations.grid import DrumGrid, MelodyGrid
-from midigen.training.train_vae import evaluate_vae, majority_accuracy, train_vae
+from midigen.training.loop import train_model as train_vae
 
 VAE = {
     "kind": "musicvae",
@@ -83,7 +85,7 @@ def per_step_majority(windows: np.ndarray) -> float:
 def _train(windows: np.ndarray, rep, tmp_path: Path, epochs: int):
     torch.manual_seed(0)
     result = train_vae(rep, windows, windows[: max(8, len(windows) // 10)], vae_params(epochs), tmp_path, "test")
-    from midigen.models import load_checkpoint, model_from_checkpoint
+    from midigen.training.checkpoint import load_checkpoint, model_from_checkpoint
 
     return model_from_checkpoint(load_checkpoint(result.best_path))
 

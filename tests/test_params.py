@@ -164,3 +164,12 @@ def test_load_params_missing_file_and_bad_yaml_raise_params_error(tmp_path):
     bad.write_text("- a list\n")
     with pytest.raises(ParamsError, match="mapping"):
         load_params(bad)
+
+
+def test_the_shipped_params_yaml_holds_exactly_the_schema_defaults():
+    """One source of defaults: params.yaml in the repository equals midigen.params.DEFAULTS."""
+    from midigen.params import DEFAULTS
+
+    shipped = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    assert validate(shipped) == DEFAULTS
+    assert validate(DEFAULTS) == DEFAULTS  # every default passes its own check

@@ -13,7 +13,7 @@ from midigen.data.builtin import NABIYA
 from midigen.data.ingest import ingest
 from midigen.data.midi_io import make_notes, write_midi
 from midigen.generation.generate import write_pieces
-from midigen.representations import PitchDurationRepresentation
+from midigen.representations import OutputContext, PitchDurationRepresentation
 from midigen.representations.pitch_duration import DURATIONS, split_steps
 from midigen.representations.score_time import STEP_S
 
@@ -129,7 +129,7 @@ def test_vocab_is_fixed_by_params_and_rebuilt_from_config(rep):
 
 def test_generated_midi_carries_tempo_key_and_program(tmp_path, rep):
     ids = rep.tokens_to_ids(["<BOS>", "G5_8", "E5_8", "E5_4", "R_4", "F5_2.", "<EOS>"])
-    (path,) = write_pieces([ids], rep, tmp_path, tempo_bpm=90.0, key="Bb", program=73)
+    (path,) = write_pieces([ids], rep, tmp_path, context=OutputContext(tempo_bpm=90.0, key="Bb", program=73))
     pm = pretty_midi.PrettyMIDI(str(path))
     assert pm.get_tempo_changes()[1].tolist() == pytest.approx([90.0], abs=1e-3)  # microseconds per quarter
     assert [pretty_midi.key_number_to_key_name(k.key_number) for k in pm.key_signature_changes] == ["Bb Major"]

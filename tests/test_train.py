@@ -11,9 +11,11 @@ import torch
 from conftest import tiny_params
 
 from midigen.data.windows import WindowSampler
-from midigen.models import LSTMLM, LSTMConfig, load_checkpoint, model_from_checkpoint
+from midigen.evaluation.lm_eval import evaluate_loss
+from midigen.models.lstm import LSTMLM, LSTMConfig
 from midigen.representations import BOS, EOS, PAD, EventRepresentation
-from midigen.training.loop import evaluate_loss, train_model
+from midigen.training.checkpoint import load_checkpoint, model_from_checkpoint
+from midigen.training.loop import train_model
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

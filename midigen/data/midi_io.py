@@ -33,6 +33,11 @@ def empty_notes() -> np.ndarray:
     return np.zeros(0, dtype=NOTE_DTYPE)
 
 
+def select_notes(notes: np.ndarray, drums: str) -> np.ndarray:
+    """Apply the drum policy: 'drop' removes drum-track notes, 'keep' keeps them as pitches."""
+    return notes[~notes["is_drum"]] if drums == "drop" else notes
+
+
 def make_notes(start_s, end_s, pitch, velocity=100, program=0, is_drum=False) -> np.ndarray:
     """Build a note array from columns (scalars broadcast)."""
     start_s = np.asarray(start_s, dtype="f8")

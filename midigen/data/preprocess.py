@@ -20,18 +20,12 @@ from midigen import representations
 from midigen.data.store import StoreSummary, index_columns, write_store
 from midigen.errors import DataError, MidiError
 from midigen.parallel import imap_progress
-from midigen.representations.grid import DrumGrid, GridRepresentation, no_window_reason, read_grid_notes
 from midigen.table import iter_rows, write_rows
 
 
 @functools.lru_cache(maxsize=4)
 def _representation(config_items: tuple) -> representations.Representation:
     return representations.from_config(dict(config_items))
-
-
-def select_notes(notes: np.ndarray, drums: str) -> np.ndarray:
-    """Apply the drum policy: 'drop' removes drum-track notes, 'keep' keeps them as pitches."""
-    return notes[~notes["is_drum"]] if drums == "drop" else notes
 
 
 def tokenize_file(
@@ -76,47 +70,6 @@ def _check_size(path: str, limits: dict[str, Any]) -> None:
         raise MidiError(path, f"file is {size_mb:.1f} MB, over preprocess.max_file_mb = {limits['max_file_mb']:g}")
 
 
-def _check_duration(path: str, duration: float, limits: dict[str, Any]) -> None:
-    if duration > limits["max_duration_s"]:
-        raise MidiError(path, f"lasts {duration:.0f} s, over preprocess.max_duration_s = {limits['max_duration_s']:g}")
-
-
-def _grid_windows(path: str, rep: GridRepresentation, limits: dict[str, Any]) -> tuple[np.ndarray, dict]:
-    """A file's windows for a grid representation, flattened, and its index row fields."""
-    piece = read_grid_notes(path, rep.steps_per_quarter, max_notes=limits["max_notes"])
-    used = piece.notes[piece.notes["is_drum"]] if isinstance(rep, DrumGrid) else piece.notes[~piece.notes["is_drum"]]
-    if piece.notes.shape[0] == 0:
-        raise MidiError(path, "no notes")
-    windows = rep.windows(piece)  # MidiError when there is no drum track / melody, or not 4/4
-    duration = float(used["offset_step"].max()) * rep.step_s(piece.tempo_bpm) if used.shape[0] else 0.0
-    _check_duration(path, duration, limits)
-    if windows.shape[0] == 0:
-        raise MidiError(path, no_window_reason(rep, piece))
-    info = {
-        "n_notes": int(used.shape[0]),
-        "duration_s": round(duration, 3),
-        "windows": int(windows.shape[0]),
-        "tempo_bpm": round(piece.tempo_bpm, 3),
-    }
-    return windows.reshape(-1), info
-
-
-def _read_notes_checked(path: str, rep, limits: dict[str, Any]) -> tuple[np.ndarray, float]:
-    """A file's notes as rep.encode() takes them (drum policy applied) and its length in
-    seconds; MidiError when it has none or is too short or too long."""
-    notes = rep.read(path, limits["max_notes"])
-    if notes.shape[0] == 0:
-        raise MidiError(path, "no notes")
-    notes = select_notes(notes, limits["drums"])
-    if notes.shape[0] == 0:
-        raise MidiError(path, "only drum notes (preprocess.drums = drop)")
-    duration = float(notes["end_s"].max())
-    if duration < rep.time_step:
-        raise MidiError(path, f"lasts {duration:.3g} s, less than one time step (absurd tempo?)")
-    _check_duration(path, duration, limits)
-    return notes, duration
-
-
 def count_file(job: tuple[str, str], config_items: tuple, limits: dict[str, Any]) -> Counter | None:
     """The chord counts of one file (first pass for notes_chords), None when it cannot be used:
     the tokenize pass records the reason."""
@@ -125,7 +78,7 @@ def count_file(job: tuple[str, str], config_items: tuple, limits: dict[str, Any]
     try:
         with time_limit(limits["timeout_s"]):
             _check_size(path, limits)
-            return Counter(rep.chord_names(_read_notes_checked(path, rep, limits)[0]))
+            return Counter(rep.chord_names(rep.read_checked(path, limits)[0]))
     except Exception:
         return None
 
@@ -154,14 +107,8 @@ def _freeze(config: dict[str, Any]) -> tuple:
 def _tokenize(rel_path: str, path: str, rep, limits: dict[str, Any]) -> tuple[str, np.ndarray | None, dict]:
     try:
         _check_size(path, limits)
-        if isinstance(rep, GridRepresentation):
-            ids, info = _grid_windows(path, rep, limits)
-            return rel_path, ids, info
-        notes, duration = _read_notes_checked(path, rep, limits)
-        ids = rep.encode(notes)
-        if ids.shape[0] <= 2:
-            raise MidiError(path, "no notes inside preprocess.pitch_min..pitch_max")
-        return rel_path, ids, {"n_notes": int(notes.shape[0]), "duration_s": round(duration, 3)}
+        ids, info = rep.tokenize_file(path, limits)
+        return rel_path, ids, info
     except MidiError as exc:
         return rel_path, None, {"reason": exc.reason}
     except _Timeout:
@@ -172,9 +119,6 @@ def _tokenize(rel_path: str, path: str, rep, limits: dict[str, Any]) -> tuple[st
         return rel_path, None, {"reason": f"unexpected {type(exc).__name__}: {exc}"[:300]}
 
 
-#: the index fields _tokenize returns for a kept file, by kind of representation
-INFO_KEYS = ("n_notes", "duration_s")
-GRID_INFO_KEYS = (*INFO_KEYS, "windows", "tempo_bpm")
 #: manifest columns that are not piece metadata (the index does not repeat them)
 NOT_METADATA = ("rel_path", "path", "size")
 
@@ -232,12 +176,11 @@ def preprocess(manifest: Manifest, params: dict[str, Any], out_dir: Path, worker
         return ((row["rel_path"], row["path"]) for row in _unique_rows(manifest, sorted_))
 
     chord_counts = None
-    if getattr(rep, "vocab_from_data", False):
+    if rep.vocab_from_data:
         chord_counts = count_chords(jobs(), rep, limits, workers, total)
         rep = representations.from_params(params, chord_counts)
     fn = functools.partial(tokenize_file, config_items=_freeze(rep.config()), limits=limits)
-    info_keys = GRID_INFO_KEYS if isinstance(rep, GridRepresentation) else INFO_KEYS
-    columns = index_columns(["rel_path", *info_keys, *metadata])
+    columns = index_columns(["rel_path", *rep.info_keys, *metadata])
 
     def pieces() -> Iterator[tuple[dict, np.ndarray | None]]:
         # a second pass over the manifest, in step with the jobs, gives each piece its metadata

@@ -8,7 +8,8 @@ import torch
 
 from midigen.data.store import TokenStore
 from midigen.errors import DataError, ParamsError
-from midigen.representations import PAD
+from midigen.representations import PAD, Representation
+from midigen.representations.base import transpose_ids
 from midigen.training.distributed import batch_slice
 
 
@@ -72,6 +73,21 @@ class PieceStream:
         return out if dtype is None else out.astype(dtype)
 
 
+def _pitch_table(rep: Representation | None, transpose: int) -> tuple[np.ndarray, int, int] | None:
+    """The representation's pitch table when train.transpose asks for one; ParamsError when its
+    ids cannot be transposed."""
+    if not transpose:
+        return None
+    table = rep.pitch_table() if rep is not None else None
+    if table is None:
+        name = rep.name if rep is not None else "?"
+        raise ParamsError(
+            f"train.transpose = {transpose}: {name} tokens cannot be transposed "
+            "(events and melody ones can); set train.transpose: 0"
+        )
+    return table
+
+
 class WindowSampler:
     """Random windows of seq_len + 1 ids from one long id stream, reproducible from a seed.
 
@@ -103,19 +119,7 @@ class WindowSampler:
         if self.local.stop <= self.local.start:
             raise DataError(f"train.batch_size = {batch_size} is smaller than the {shard[1]} processes sharing it")
         self.transpose = transpose
-        self.rep = rep
-        if transpose and getattr(rep, "name", None) != "events":
-            raise ParamsError(
-                f"train.transpose = {transpose}: only the events representation can be transposed "
-                f"(this store holds {getattr(rep, 'name', '?')} tokens); set train.transpose: 0"
-            )
-        if transpose:
-            # per id: pitch offset class (0 = not a note, 1 = NOTE_ON, 2 = NOTE_OFF) and pitch
-            n = len(rep.vocab)
-            self._is_note = np.zeros(n, dtype=bool)
-            self._pitch = np.zeros(n, dtype=np.int64)
-            self._is_note[rep.on_base : rep.shift_base] = True
-            self._pitch[rep.on_base : rep.shift_base] = np.tile(np.arange(rep.pitch_min, rep.pitch_max + 1), 2)
+        self.table = _pitch_table(rep, transpose)
 
     def batches_per_epoch(self) -> int:
         return max(1, (self.stream.shape[0] - 1) // (self.seq_len * self.batch_size))
@@ -133,21 +137,9 @@ class WindowSampler:
         if self.transpose:
             # drawn for the whole global batch, so every rank's generator stays in step
             u = self.rng.random(self.batch_size)[self.local]
-            win = self._transpose(win, u)
+            win = transpose_ids(win, self.table, self.transpose, u)
         t = torch.from_numpy(win)
         return t[:, :-1], t[:, 1:]
-
-    def _transpose(self, win: np.ndarray, u: np.ndarray) -> np.ndarray:
-        rep = self.rep
-        note = self._is_note[win]
-        pitch = np.where(note, self._pitch[win], 0)
-        lo = np.where(note, pitch, 10**6).min(axis=1)
-        hi = np.where(note, pitch, -(10**6)).max(axis=1)
-        down = np.minimum(self.transpose, np.maximum(lo - rep.pitch_min, 0))
-        up = np.minimum(self.transpose, np.maximum(rep.pitch_max - hi, 0))
-        shift = np.floor(u * (up + down + 1)).astype(np.int64) - down
-        shift = np.where(note.any(axis=1), shift, 0)
-        return np.where(note, win + shift[:, None], win)
 
 
 def eval_windows(stream: np.ndarray | PieceStream, seq_len: int, batch_size: int):
@@ -164,3 +156,52 @@ def eval_windows(stream: np.ndarray | PieceStream, seq_len: int, batch_size: int
         x = np.where(real, ids[:, :-1], PAD)
         y = np.where(real, ids[:, 1:], PAD)
         yield torch.from_numpy(x), torch.from_numpy(y)
+
+
+class WindowBatches:
+    """Random batches of whole windows (with replacement) of a "windows" store, reproducible
+    from a seed; with `shard` = (rank, world size), each rank returns its share of the same
+    global batch (as WindowSampler does).
+
+    With `transpose` > 0 (representations with a pitch table: melody), each window's notes move
+    by a random number of semitones in [-transpose, transpose], limited to what keeps that
+    window inside the representation's pitch range.
+    """
+
+    def __init__(
+        self,
+        windows: np.ndarray,
+        batch_size: int,
+        seed: int,
+        transpose: int = 0,
+        rep: Representation | None = None,
+        shard: tuple[int, int] = (0, 1),
+    ):
+        if windows.ndim != 2 or windows.shape[0] == 0:
+            raise DataError("the training split has no windows")
+        self.windows = windows
+        self.batch_size = batch_size
+        self.rng = np.random.default_rng(seed)
+        self.local = batch_slice(batch_size, *shard)
+        if self.local.stop <= self.local.start:
+            raise DataError(f"train.batch_size = {batch_size} is smaller than the {shard[1]} processes sharing it")
+        self.transpose = transpose
+        self.table = _pitch_table(rep, transpose)
+
+    def batches_per_epoch(self) -> int:
+        return max(1, self.windows.shape[0] // self.batch_size)
+
+    def get_state(self) -> dict:
+        return self.rng.bit_generator.state
+
+    def set_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state
+
+    def batch(self) -> torch.Tensor:
+        idx = self.rng.integers(0, self.windows.shape[0], size=self.batch_size)
+        win = np.asarray(self.windows[idx[self.local]], dtype=np.int64)
+        if self.transpose:
+            # drawn for the whole global batch, so every rank's generator stays in step
+            u = self.rng.random(self.batch_size)[self.local]
+            win = transpose_ids(win, self.table, self.transpose, u)
+        return torch.from_numpy(win)

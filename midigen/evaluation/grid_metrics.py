@@ -9,30 +9,17 @@ from __future__ import annotations
 import numpy as np
 
 from midigen.evaluation.metrics import summarize
-from midigen.representations.grid import (
-    DRUM_CLASSES,
-    NOTE_ON_BASE,
-    NUM_DRUM_CLASSES,
-    DrumGrid,
-    GridRepresentation,
-)
+from midigen.representations.grid import GridRepresentation
 
 
 def onsets(windows: np.ndarray, rep: GridRepresentation) -> np.ndarray:
     """(n, T) bool: where something starts."""
-    windows = np.asarray(windows, dtype=np.int64)
-    return windows > 0 if isinstance(rep, DrumGrid) else windows >= NOTE_ON_BASE
-
-
-def drum_hits(windows: np.ndarray) -> np.ndarray:
-    """(n, T, 9) bool: which drum classes each step hits."""
-    return ((np.asarray(windows, dtype=np.int64)[..., None] >> np.arange(NUM_DRUM_CLASSES)) & 1).astype(bool)
+    return rep.onsets(windows)
 
 
 def hits_per_bar(windows: np.ndarray, rep: GridRepresentation) -> np.ndarray:
     """Per window: drum hits (class x step) or note onsets per bar."""
-    count = drum_hits(windows).sum(axis=(1, 2)) if isinstance(rep, DrumGrid) else onsets(windows, rep).sum(axis=1)
-    return count / (windows.shape[1] / rep.steps_per_bar)
+    return rep.hit_counts(windows).sum(axis=1) / (windows.shape[1] / rep.steps_per_bar)
 
 
 def empty_beat_rate(windows: np.ndarray, rep: GridRepresentation) -> np.ndarray:
@@ -52,10 +39,11 @@ def groove_consistency(windows: np.ndarray, rep: GridRepresentation) -> np.ndarr
     return 1.0 - (bars[:, 1:] != bars[:, :-1]).mean(axis=(1, 2))
 
 
-def class_hit_rates(windows: np.ndarray) -> dict[str, float]:
-    """Share of steps on which each drum class is hit, over all windows."""
-    rates = drum_hits(windows).mean(axis=(0, 1))
-    return {name: round(float(r), 5) for (name, _), r in zip(DRUM_CLASSES, rates, strict=True)}
+def class_hit_rates(windows: np.ndarray, rep: GridRepresentation) -> dict[str, float]:
+    """Share of steps on which each class (drums: Magenta's nine) is hit, over all windows;
+    empty when the representation's ids have no classes (melodies)."""
+    rates = rep.class_hits(windows).mean(axis=(0, 1))
+    return {name: round(float(r), 5) for name, r in zip(rep.class_names, rates, strict=True)}
 
 
 def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -90,3 +78,9 @@ def window_metrics(windows: np.ndarray, rep: GridRepresentation) -> dict[str, di
         "empty_beat_rate": summarize(empty_beat_rate(windows, rep).tolist()),
         "groove_consistency": summarize(groove_consistency(windows, rep).tolist()),
     }
+
+
+def majority_accuracy(windows: np.ndarray) -> float:
+    """Share of steps equal to the most common id: what 'always predict one token' scores."""
+    counts = np.bincount(np.asarray(windows, dtype=np.int64).reshape(-1))
+    return float(counts.max() / counts.sum()) if counts.size else 0.0

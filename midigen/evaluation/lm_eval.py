@@ -7,6 +7,7 @@ modes continue the same primers and are scored with the same repetition metrics.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,9 +15,17 @@ import torch
 from torch import nn
 
 from midigen.data.windows import eval_windows
+from midigen.evaluation import metrics
 from midigen.evaluation.metrics import repetition_metrics, summarize
+from midigen.generation.sampling import generate_tokens
 from midigen.representations import EOS, PAD, Representation
-from midigen.training.loop import autocast
+from midigen.training.devices import autocast
+
+
+@torch.no_grad()
+def evaluate_loss(model: nn.Module, stream: np.ndarray, seq_len: int, batch_size: int, device: torch.device) -> float:
+    """Mean cross-entropy (nats/token) over every position of a stream, <PAD> targets ignored."""
+    return teacher_forced(model, stream, seq_len, batch_size, device)[0]
 
 
 @torch.no_grad()
@@ -68,7 +77,8 @@ def compare_decoding(
     for mode, greedy in (("greedy", True), ("sampled", False)):
         gen = torch.Generator(device=device)
         gen.manual_seed(sampling["seed"])
-        seqs = model.generate(
+        seqs = generate_tokens(
+            model,
             prompts,
             steps,
             EOS,
@@ -87,3 +97,69 @@ def compare_decoding(
             "tokens": summarize([len(c) for c in conts]),
         }
     return out
+
+
+def evaluate_token_model(
+    model: nn.Module, rep: Representation, data, params: dict[str, Any], generated: Path, device: torch.device
+) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
+    """The evaluate stage for next-token models: test NLL and accuracy, greedy vs sampled
+    decoding, and the generated pieces (generated/*.txt) against held-out ones.
+    Returns (metrics for eval.json, the set distance per feature)."""
+    from midigen.generation.generate import read_pieces
+    from midigen.training.loop import perplexity
+
+    ev = params["evaluate"]
+    test_nll, test_accuracy = teacher_forced(
+        model, data.stream("test", fallbacks=("val", "train")), params["train"]["seq_len"], 32, device
+    )
+    test_rows = data.pieces("test", fallbacks=("val", "train")).head(ev["max_test_pieces"])
+    spans = zip(test_rows["offset"], test_rows["length"], strict=True)
+    test_ids = [data.store.tokens[o : o + n].astype(np.int64) for o, n in spans]
+    test_notes = [rep.decode(i) for i in test_ids]
+    gen_ids = read_pieces(sorted(Path(generated).glob("*.txt")), rep)
+    gen_notes = [rep.decode(i) for i in gen_ids]
+    decoding = compare_decoding(
+        model, rep, test_ids[: ev["decode_pieces"]], ev["primer_tokens"], ev["decode_steps"], params["generate"], device
+    )
+    distance = metrics.set_distance(gen_notes, test_notes)
+    result = {
+        "test_nll": round(test_nll, 5),
+        "test_perplexity": round(perplexity(test_nll), 4),
+        "test_accuracy": round(test_accuracy, 5),
+        "generated": {
+            **metrics.piece_metrics(gen_notes, gen_ids, ev["ngram"]),
+            **metrics.repetition_metrics([rep.repetition_units(i) for i in gen_ids]),
+        },
+        "test": {
+            **metrics.piece_metrics(test_notes, test_ids, ev["ngram"]),
+            **metrics.repetition_metrics([rep.repetition_units(i) for i in test_ids]),
+        },
+        "decoding": decoding,
+        "distance": distance,
+        "distribution_score": metrics.distribution_score(distance),
+        "num_generated": len(gen_ids),
+        "num_test": len(test_ids),
+    }
+    return result, distance
+
+
+def summary_lines(result: dict[str, Any]) -> list[str]:
+    """What the evaluate stage prints for a next-token model."""
+    from midigen.training.loop import perplexity
+
+    nll = result["test_nll"]
+    lines = [
+        f"evaluate: test NLL {nll:.4f} nats/token (ppl {perplexity(nll):.2f}), "
+        f"next-token accuracy {result['test_accuracy']:.3f}, "
+        f"distribution score {result['distribution_score']:.3f} (1 = like the test pieces)"
+    ]
+    for key in ("pitch_class_entropy", "note_density", "ngram_repetition", "longest_run", "distinct_share"):
+        g, t = result["generated"][key], result["test"][key]
+        lines.append(f"  {key:20s} generated {g['mean']:.3f} ± {g['std']:.3f}   test {t['mean']:.3f} ± {t['std']:.3f}")
+    for mode in ("greedy", "sampled"):
+        d = result["decoding"][mode]
+        lines.append(
+            f"  {mode:8s} decoding: longest run {d['longest_run']['mean']:.1f}, distinct share "
+            f"{d['distinct_share']['mean']:.3f}, free-running accuracy {d['free_running_accuracy']['mean']:.3f}"
+        )
+    return lines

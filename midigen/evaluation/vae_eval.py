@@ -24,9 +24,12 @@ import numpy as np
 
 from midigen.data.dataset import SplitData
 from midigen.evaluation import grid_metrics, metrics
-from midigen.generation.latent import INTERPOLATION_STEPS, endpoint_windows, interpolate_windows, load_vae, read_windows
-from midigen.representations.grid import DrumGrid
-from midigen.training.train_vae import evaluate_vae, majority_accuracy
+from midigen.evaluation.grid_metrics import majority_accuracy
+from midigen.generation.generate import read_pieces
+from midigen.generation.latent import INTERPOLATION_STEPS, endpoint_windows, interpolate_windows
+from midigen.models.musicvae import MusicVAE, evaluate_vae
+from midigen.representations import OutputContext
+from midigen.representations.grid import GridRepresentation
 
 #: held-out windows scored at most (evenly spread over the chosen pieces)
 MAX_TEST_WINDOWS = 1024
@@ -47,15 +50,15 @@ def _test_windows(data: SplitData, max_pieces: int) -> np.ndarray:
 
 
 def evaluate_musicvae(
-    params: dict[str, Any], data: SplitData, checkpoint: str | Path, generated: str | Path
+    model: MusicVAE, rep: GridRepresentation, params: dict[str, Any], data: SplitData, generated: str | Path, dev
 ) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
     """(metrics for eval.json, the set distance per feature)."""
     tp, ev = params["train"], params["evaluate"]
-    model, rep, dev = load_vae(checkpoint, tp["device"])
     test = _test_windows(data, ev["max_test_pieces"])
     firsts = endpoint_windows(data, 2 * INTERPOLATION_PAIRS)
     stats = evaluate_vae(model, test, 64, dev, tp["max_beta"], tp["free_bits"], seed=tp["seed"], free_running=True)
-    samples = read_windows(sorted(Path(generated).glob("sample_*.txt")), rep)
+    rows = read_pieces(sorted(Path(generated).glob("sample_*.txt")), rep)
+    samples = np.stack(rows) if rows else np.zeros((0, rep.seq_len), dtype=np.int64)
 
     smooth = []
     for a, b in zip(firsts[0 : 2 * INTERPOLATION_PAIRS : 2], firsts[1 : 2 * INTERPOLATION_PAIRS : 2], strict=False):
@@ -65,7 +68,10 @@ def evaluate_musicvae(
     tempo = params["generate"]["tempo"]
     # the set distance compares every pair within each set: evaluate.max_test_pieces windows are plenty
     reference = test[np.linspace(0, test.shape[0] - 1, min(test.shape[0], ev["max_test_pieces"])).astype(np.int64)]
-    distance = metrics.set_distance([rep.decode(w, tempo) for w in samples], [rep.decode(w, tempo) for w in reference])
+    context = OutputContext(tempo_bpm=tempo)
+    distance = metrics.set_distance(
+        [rep.decode(w, context) for w in samples], [rep.decode(w, context) for w in reference]
+    )
     nll_per_step = stats["elbo"] / rep.seq_len
     result: dict[str, Any] = {
         "test_recon_accuracy": round(stats["accuracy"], 5),
@@ -83,10 +89,10 @@ def evaluate_musicvae(
         "num_generated": int(samples.shape[0]),
         "num_test_windows": int(test.shape[0]),
     }
-    if isinstance(rep, DrumGrid):
+    if rep.class_names:
         result["class_hit_rate"] = {
-            "generated": grid_metrics.class_hit_rates(samples),
-            "test": grid_metrics.class_hit_rates(test),
+            "generated": grid_metrics.class_hit_rates(samples, rep),
+            "test": grid_metrics.class_hit_rates(test, rep),
         }
     informative = [x for x in smooth if x["ends"] > 0]
     if smooth:
@@ -98,3 +104,22 @@ def evaluate_musicvae(
         # pairs whose ends decode alike (a sign of posterior collapse) are counted, not averaged
         result["interpolation"]["identical_ends"] = len(smooth) - len(informative)
     return result, distance
+
+
+def summary_lines(result: dict[str, Any]) -> list[str]:
+    """What the evaluate stage prints for a MusicVAE."""
+    lines = [
+        f"evaluate: reconstruction accuracy {result['test_recon_accuracy']:.3f} teacher-forced, "
+        f"{result['test_free_accuracy']:.3f} free-running (always-the-most-common-step: "
+        f"{result['majority_accuracy']:.3f}); KL {result['test_kl_bits']:.1f} bits; "
+        f"distribution score {result['distribution_score']:.3f}"
+    ]
+    for key in ("hits_per_bar", "empty_beat_rate", "groove_consistency"):
+        g, t = result["generated"][key], result["test"][key]
+        lines.append(f"  {key:20s} generated {g['mean']:.3f} ± {g['std']:.3f}   test {t['mean']:.3f} ± {t['std']:.3f}")
+    i = result.get("interpolation")
+    if i and i["pairs"]:
+        lines.append(
+            f"  interpolation: consecutive steps differ by {i['consecutive']:.3f}, the ends by {i['ends']:.3f}"
+        )
+    return lines

@@ -1,30 +1,64 @@
-"""Sample new pieces from a checkpoint (all at once, as one batch) and write them as MIDI."""
+"""Sample new pieces from a checkpoint and write them: what the generate stage and
+`midigen sample` do, for every model family and representation alike."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 
-from midigen import representations
-from midigen.data.midi_io import write_midi
-from midigen.models import load_checkpoint, model_from_checkpoint
-from midigen.representations import BOS, EOS
-from midigen.training.loop import pick_device
+from midigen.errors import MidigenError
+from midigen.models.base import SampleRequest, context_from
+from midigen.representations import OutputContext, Representation
+from midigen.training import checkpoint
 
 
-def load_for_sampling(checkpoint: str | Path, device: str = "auto"):
-    ckpt = load_checkpoint(checkpoint)
-    rep = representations.from_config(ckpt["representation"])
-    dev = pick_device(device)
-    model = model_from_checkpoint(ckpt).to(dev)
-    return model, rep, dev
+def write_pieces(
+    seqs: list[np.ndarray] | np.ndarray,
+    rep: Representation,
+    out_dir: str | Path,
+    prefix: str = "sample",
+    clear: bool = True,
+    context: OutputContext | None = None,
+) -> list[Path]:
+    """Write <prefix>_NN.mid (rep.write_midi with `context`) and <prefix>_NN.txt (tokens, one per
+    line) per id sequence. clear empties out_dir first; either way no <prefix>_NN file of a longer
+    earlier run is left behind."""
+    out_dir = Path(out_dir)
+    try:
+        if clear and out_dir.exists():
+            shutil.rmtree(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        pattern = re.compile(re.escape(prefix) + r"_\d\d\.(mid|txt)")
+        for old in out_dir.iterdir():
+            if pattern.fullmatch(old.name):
+                old.unlink()
+    except OSError as exc:
+        raise MidigenError(f"{out_dir}: cannot write there ({exc.strerror or exc})") from None
+    paths = []
+    for i, ids in enumerate(seqs):
+        stem = out_dir / f"{prefix}_{i:02d}"
+        rep.write_midi(ids, stem.with_suffix(".mid"), context)
+        stem.with_suffix(".txt").write_text("\n".join(rep.ids_to_tokens(ids)) + "\n", encoding="utf-8")
+        paths.append(stem.with_suffix(".mid"))
+    return paths
+
+
+def read_pieces(paths: list[Path], rep: Representation) -> list[np.ndarray]:
+    """Id sequences back from the .txt token files write_pieces wrote."""
+    return [rep.tokens_to_ids(p.read_text(encoding="utf-8").split()).astype(np.int64) for p in paths]
+
+
+def sample(loaded: checkpoint.Loaded, request: SampleRequest) -> list[np.ndarray]:
+    """request.num id sequences from a loaded checkpoint, all in one batch."""
+    return loaded.family.sample(loaded.model, loaded.rep, request, loaded.device)
 
 
 def sample_ids(
-    checkpoint: str | Path,
+    checkpoint_path: str | Path,
     num_files: int,
     max_steps: int,
     temperature: float = 1.0,
@@ -34,57 +68,20 @@ def sample_ids(
     device: str = "auto",
     primer: str | Path | None = None,
     greedy: bool = False,
-) -> tuple[list[np.ndarray], representations.Representation]:
-    """num_files id sequences, each from <BOS> (or the primer's tokens) to <EOS> or max_steps."""
-    model, rep, dev = load_for_sampling(checkpoint, device)
-    prompt = [BOS]
-    if primer is not None:
-        from midigen.data.preprocess import select_notes
-
-        ids = rep.encode(select_notes(rep.read(primer), "drop"))
-        prompt = ids[:-1].tolist()  # without <EOS>, so the model continues
-    gen = torch.Generator(device=dev)
-    gen.manual_seed(seed)
-    out = model.generate([prompt] * num_files, max_steps, EOS, temperature, top_k, top_p, generator=gen, greedy=greedy)
-    return [np.asarray(o, dtype=np.int64) for o in out], rep
+) -> tuple[list[np.ndarray], Representation]:
+    """Load a checkpoint and sample num_files id sequences from it; (sequences, representation)."""
+    loaded = checkpoint.load_model(checkpoint_path, device)
+    request = SampleRequest(num_files, seed, temperature, max_steps, top_k, top_p, greedy, primer)
+    return sample(loaded, request), loaded.rep
 
 
-def write_pieces(
-    seqs: list[np.ndarray],
-    rep,
-    out_dir: str | Path,
-    prefix: str = "sample",
-    clear: bool = True,
-    tempo_bpm: float | None = None,
-    key: str | None = None,
-    program: int | None = None,
-) -> list[Path]:
-    """Write <prefix>_NN.mid and <prefix>_NN.txt (tokens, one per line) per sequence.
-
-    A representation in musical time (rep.score_tempo_bpm: notes_chords, pitch_duration) is
-    played at tempo_bpm and gets the key signature `key` ("none" or None: no key signature);
-    events keep their own seconds. program (when given) replaces the program of pitched notes.
-    """
-    out_dir = Path(out_dir)
-    if clear and out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, ids in enumerate(seqs):
-        stem = out_dir / f"{prefix}_{i:02d}"
-        notes = rep.decode(ids)
-        if program is not None:
-            notes["program"] = np.where(notes["is_drum"], notes["program"], program)
-        score_bpm = getattr(rep, "score_tempo_bpm", None)
-        if score_bpm and tempo_bpm:
-            # decoded at score_bpm: stretch to tempo_bpm and mark that tempo in the file
-            scale = score_bpm / tempo_bpm
-            notes["start_s"] *= scale
-            notes["end_s"] *= scale
-            sig = None if key in (None, "none") else key
-            write_midi(notes, stem.with_suffix(".mid"), tempo_bpm=tempo_bpm, key=sig)
-        else:
-            write_midi(notes, stem.with_suffix(".mid"))
-        stem.with_suffix(".txt").write_text("\n".join(rep.ids_to_tokens(ids)) + "\n", encoding="utf-8")
-        paths.append(stem.with_suffix(".mid"))
-    return paths
+def generate(checkpoint_path: str | Path, params: dict[str, Any], out_dir: str | Path, split_data) -> dict[str, int]:
+    """The generate stage: what the checkpoint's family writes (samples; MusicVAE also an
+    interpolation), played as the generate params say. Returns the count per file prefix."""
+    loaded = checkpoint.load_model(checkpoint_path, params["train"]["device"], split_data.store.representation)
+    outputs = loaded.family.stage_outputs(loaded.model, loaded.rep, params, split_data, loaded.device)
+    context = context_from(params["generate"])
+    counts = {}
+    for i, (prefix, seqs) in enumerate(outputs):
+        counts[prefix] = len(write_pieces(seqs, loaded.rep, out_dir, prefix, clear=i == 0, context=context))
+    return counts

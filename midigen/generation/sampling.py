@@ -35,3 +35,64 @@ def sample_next(
     logits = filter_logits(logits.float() / temperature, top_k, top_p)
     probs = torch.softmax(logits, dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+@torch.no_grad()
+def generate_tokens(
+    model: torch.nn.Module,
+    prompts: list[list[int]],
+    max_steps: int,
+    eos_id: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+    greedy: bool = False,
+) -> list[list[int]]:
+    """Continue every prompt at once (one batch); each stops at eos_id or after max_steps new ids.
+
+    For any next-token model that maps (ids (B, T), state) to (logits (B, T, vocab), state) and
+    has keep_rows(state, keep). Prompts may differ in length: they are fed left-aligned and each
+    row starts sampling as soon as its own prompt is used up. A row that has finished leaves the
+    batch, so the batch only computes what is still wanted.
+    """
+    model.eval()
+    device = next(iter(model.state_dict().values())).device
+    batch = len(prompts)
+    lengths = torch.tensor([len(p) for p in prompts], device=device)
+    max_len = int(lengths.max())
+    prompt = torch.zeros(batch, max_len, dtype=torch.long, device=device)
+    for i, p in enumerate(prompts):
+        prompt[i, : len(p)] = torch.tensor(p, dtype=torch.long)
+    # feed the common prefix in one call, then step token by token
+    common = int(lengths.min())
+    state = None
+    if common > 1:
+        _, state = model(prompt[:, : common - 1], state)
+    x = prompt[:, common - 1 : common]
+    live = torch.arange(batch, device=device)  # original row of each row still running
+    produced = torch.zeros(batch, dtype=torch.long, device=device)
+    pos = common - 1
+    rows_log, ids_log = [], []
+    while live.numel():
+        logits, state = model(x, state)
+        pos += 1
+        nxt = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator, greedy)
+        in_prompt = lengths[live] > pos
+        if in_prompt.any():
+            nxt = torch.where(in_prompt, prompt[live, min(pos, max_len - 1)], nxt)
+        sampling = ~in_prompt
+        rows_log.append(live[sampling])
+        ids_log.append(nxt[sampling])
+        produced[live] += sampling.long()
+        finished = sampling & ((nxt == eos_id) | (produced[live] >= max_steps))
+        if finished.any():
+            keep = ~finished
+            live, nxt = live[keep], nxt[keep]
+            state = model.keep_rows(state, keep)
+        x = nxt.unsqueeze(1)
+    rows = torch.cat(rows_log).cpu()
+    ids = torch.cat(ids_log).cpu()
+    order = torch.sort(rows, stable=True).indices  # log is in step order: keep it per row
+    per_row = torch.split(ids[order], torch.bincount(rows, minlength=batch).tolist())
+    return [list(p) + t.tolist() for p, t in zip(prompts, per_row, strict=True)]

@@ -1,105 +1,55 @@
-"""Models and their self-describing checkpoints."""
+"""The model-family registry: model.kind -> the module that implements the family.
+
+Each family lives in one module of this package and exposes `FAMILY`, an instance of
+midigen.models.base.Family. Adding a kind of model is that module plus one line here (and its
+params in midigen/params.py); nothing else in midigen compares model.kind.
+
+The table names modules instead of importing them, so reading params (which checks model.kind
+and the layout a family reads) does not import torch.
+"""
 
 from __future__ import annotations
 
-import os
-import re
-from pathlib import Path
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING
 
-import torch
+from midigen.errors import ParamsError
 
-from midigen.errors import DataError
-from midigen.models.lstm import LSTMLM, LSTMConfig
-from midigen.models.musicvae import MusicVAE, MusicVAEConfig
+if TYPE_CHECKING:
+    from midigen.models.base import Family
 
-__all__ = [
-    "LSTMLM",
-    "LSTMConfig",
-    "MusicVAE",
-    "MusicVAEConfig",
-    "build_model",
-    "save_checkpoint",
-    "load_checkpoint",
-    "model_from_checkpoint",
-]
+#: model.kind -> (module, the token-store layout the family reads: "sequence" or "windows")
+FAMILIES: dict[str, tuple[str, str]] = {
+    "lstm": ("midigen.models.lstm", "sequence"),
+    "musicvae": ("midigen.models.musicvae", "windows"),
+}
 
 
-def build_model(model_params: dict[str, Any], vocab_size: int, rep: Any = None) -> torch.nn.Module:
-    """The model params select and size; vocab_size from the representation (and for MusicVAE
-    the window shape of the grid representation `rep`)."""
-    kind = model_params["kind"]
-    if kind == "musicvae":
-        if rep is None or not hasattr(rep, "steps_per_bar"):
-            raise DataError(
-                "model.kind = 'musicvae' needs a grid representation (preprocess.representation drums|melody)"
-            )
-        layers = model_params["num_layers"]
-        return MusicVAE(
-            MusicVAEConfig(
-                num_classes=vocab_size,
-                steps_per_bar=rep.steps_per_bar,
-                bars=rep.bars,
-                z_dim=model_params["z_dim"],
-                enc_hidden=model_params["enc_hidden"],
-                enc_layers=layers,
-                conductor_hidden=model_params["conductor_hidden"],
-                conductor_layers=layers,
-                dec_hidden=model_params["dec_hidden"],
-                dec_layers=layers,
-                emb_dim=model_params["emb_dim"],
-                decoder=model_params["decoder"],
-                dropout=model_params["dropout"],
-            )
+def kinds() -> tuple[str, ...]:
+    """Every model.kind there is."""
+    return tuple(FAMILIES)
+
+
+def layout(kind: str) -> str:
+    """The token-store layout model.kind `kind` reads."""
+    return FAMILIES[kind][1]
+
+
+def family(kind: str) -> Family:
+    """The family of model.kind `kind`."""
+    if kind not in FAMILIES:
+        raise ParamsError(f"model.kind = {kind!r}: not available; known: {', '.join(FAMILIES)}")
+    return importlib.import_module(FAMILIES[kind][0]).FAMILY
+
+
+def check_fits(kind: str, representation: str, layout_of_representation: str) -> None:
+    """ParamsError unless model.kind `kind` reads stores of the representation's layout."""
+    from midigen import representations
+
+    wants = layout(kind)
+    if wants != layout_of_representation:
+        fits = ", ".join(n for n in representations.names() if representations.layout_of(n) == wants)
+        raise ParamsError(
+            f"model.kind = {kind!r} reads {wants} of tokens but preprocess.representation = {representation!r} "
+            f"gives {layout_of_representation} (use one of: {fits}; or another model.kind)"
         )
-    if kind == "lstm":
-        return LSTMLM(
-            LSTMConfig(
-                vocab_size=vocab_size,
-                emb_dim=model_params["emb_dim"],
-                hidden_dim=model_params["hidden_dim"],
-                num_layers=model_params["num_layers"],
-                dropout=model_params["dropout"],
-            )
-        )
-    raise DataError(f"model.kind = {kind!r}: not available")
-
-
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """torch.save to a temporary file, then rename: a crash never leaves half a checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load with weights_only=True: a checkpoint can hold tensors and plain data, never code."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: checkpoint not found (run the train stage first: dvc repro train)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        # torch's own message spans many lines (with terminal colours): keep its first real line
-        lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in str(exc).splitlines()]
-        first = next((ln for ln in lines if ln), type(exc).__name__)
-        raise DataError(f"{path}: not a readable midigen checkpoint ({first})"[:300]) from None
-    if not isinstance(ckpt, dict) or "model_state" not in ckpt or "model" not in ckpt:
-        raise DataError(f"{path}: not a midigen checkpoint (missing model config or weights)")
-    return ckpt
-
-
-def model_from_checkpoint(ckpt: dict[str, Any]) -> torch.nn.Module:
-    kind = ckpt["model"]["kind"]
-    if kind == "lstm":
-        cfg = {k: v for k, v in ckpt["model"].items() if k != "kind"}
-        model = LSTMLM(LSTMConfig(**cfg))
-    elif kind == "musicvae":
-        cfg = {k: v for k, v in ckpt["model"].items() if k != "kind"}
-        model = MusicVAE(MusicVAEConfig(**cfg))
-    else:
-        raise DataError(f"checkpoint model kind {kind!r} is not supported by this version")
-    model.load_state_dict(ckpt["model_state"])
-    return model

@@ -1,27 +1,30 @@
-"""Embedding -> LSTM -> Linear next-token model that owns its own (batched) sampling."""
+"""The `lstm` family: Embedding -> LSTM -> Linear next-token model, for every token representation."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
-from midigen.generation.sampling import sample_next
+from midigen.errors import ParamsError
+from midigen.models.base import TokenLMFamily
+from midigen.representations import Representation
 
 
 @dataclass
 class LSTMConfig:
+    """Sizes of an LSTMLM; the defaults live in the params schema (midigen/params.py)."""
+
     vocab_size: int
-    emb_dim: int = 256
-    hidden_dim: int = 512
-    num_layers: int = 2
-    dropout: float = 0.2
+    emb_dim: int
+    hidden_dim: int
+    num_layers: int
+    dropout: float
 
 
 class LSTMLM(nn.Module):
-    kind = "lstm"
-
     def __init__(self, config: LSTMConfig):
         super().__init__()
         self.config = config
@@ -41,64 +44,34 @@ class LSTMLM(nn.Module):
         out, state = self.lstm(self.drop(self.embed(x)), state)
         return self.head(self.drop(out)), state
 
+    @staticmethod
+    def keep_rows(state: tuple, keep: torch.Tensor) -> tuple:
+        """The state of the batch rows where keep is True (finished pieces leave the batch)."""
+        return tuple(s[:, keep] for s in state)
+
     def config_dict(self) -> dict:
         return asdict(self.config)
 
-    @torch.no_grad()
-    def generate(
-        self,
-        prompts: list[list[int]],
-        max_steps: int,
-        eos_id: int,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        generator: torch.Generator | None = None,
-        greedy: bool = False,
-    ) -> list[list[int]]:
-        """Continue every prompt at once (one batch); each stops at eos_id or after max_steps new ids.
+    def generate(self, prompts: list[list[int]], max_steps: int, eos_id: int, **sampling) -> list[list[int]]:
+        """Continue every prompt at once (midigen.generation.sampling.generate_tokens)."""
+        from midigen.generation.sampling import generate_tokens
 
-        Prompts may differ in length: they are fed left-aligned and each row starts sampling as
-        soon as its own prompt is used up.
-        """
-        self.eval()
-        device = next(self.parameters()).device
-        batch = len(prompts)
-        lengths = torch.tensor([len(p) for p in prompts], device=device)
-        max_len = int(lengths.max())
-        prompt = torch.zeros(batch, max_len, dtype=torch.long, device=device)
-        for i, p in enumerate(prompts):
-            prompt[i, : len(p)] = torch.tensor(p, dtype=torch.long)
-        # feed the common prefix in one call, then step token by token
-        common = int(lengths.min())
-        state = None
-        logits = None
-        if common > 1:
-            _, state = self(prompt[:, : common - 1], state)
-        x = prompt[:, common - 1 : common]
-        live = torch.arange(batch, device=device)  # original row of each row still running
-        produced = torch.zeros(batch, dtype=torch.long, device=device)
-        pos = common - 1
-        rows_log, ids_log = [], []
-        while live.numel():
-            logits, state = self(x, state)
-            pos += 1
-            nxt = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator, greedy)
-            in_prompt = lengths[live] > pos
-            if in_prompt.any():
-                nxt = torch.where(in_prompt, prompt[live, min(pos, max_len - 1)], nxt)
-            sampling = ~in_prompt
-            rows_log.append(live[sampling])
-            ids_log.append(nxt[sampling])
-            produced[live] += sampling.long()
-            finished = sampling & ((nxt == eos_id) | (produced[live] >= max_steps))
-            if finished.any():  # drop finished rows so the batch only computes what is still wanted
-                keep = ~finished
-                live, nxt = live[keep], nxt[keep]
-                state = tuple(s[:, keep] for s in state)
-            x = nxt.unsqueeze(1)
-        rows = torch.cat(rows_log).cpu()
-        ids = torch.cat(ids_log).cpu()
-        order = torch.sort(rows, stable=True).indices  # log is in step order: keep it per row
-        per_row = torch.split(ids[order], torch.bincount(rows, minlength=batch).tolist())
-        return [list(p) + t.tolist() for p, t in zip(prompts, per_row, strict=True)]
+        return generate_tokens(self, prompts, max_steps, eos_id, **sampling)
+
+
+class LSTMFamily(TokenLMFamily):
+    name = "lstm"
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        if params["model"]["emb_dim"] == 0:
+            raise ParamsError("model.emb_dim = 0 (one-hot inputs) is for model.kind = 'musicvae' only")
+
+    def build(self, model_params: dict[str, Any], rep: Representation) -> LSTMLM:
+        mp = model_params
+        return LSTMLM(LSTMConfig(len(rep.vocab), mp["emb_dim"], mp["hidden_dim"], mp["num_layers"], mp["dropout"]))
+
+    def from_config(self, config: dict[str, Any]) -> LSTMLM:
+        return LSTMLM(LSTMConfig(**config))
+
+
+FAMILY = LSTMFamily()

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from midigen.errors import DataError
 from midigen.generation.sampling import sample_next
+from midigen.models.base import Family, SampleRequest, StepOutput, Totals, request_from
 
 #: keeps log(sigma) finite when softplus underflows
 _MIN_SIGMA = 1e-6
@@ -74,8 +78,6 @@ class _InitialState(nn.Module):
 
 
 class MusicVAE(nn.Module):
-    kind = "musicvae"
-
     def __init__(self, config: MusicVAEConfig):
         super().__init__()
         self.config = c = config
@@ -163,26 +165,8 @@ class MusicVAE(nn.Module):
     def loss(
         self, x: torch.Tensor, beta: float = 1.0, free_bits: float = 0.0, generator: torch.Generator | None = None
     ) -> dict[str, torch.Tensor]:
-        """The negative ELBO with Magenta's free bits, in nats.
-
-        recon: cross-entropy summed over steps, averaged over the batch.
-        kl: KL(N(mu, sigma^2) || N(0, I)) summed over z dims, averaged over the batch.
-        loss = recon + beta * mean over examples of max(kl_example - free_bits * ln 2, 0): the
-        first free_bits bits of each example's KL cost nothing (Magenta's `free_bits` hparam).
-        accuracy: fraction of steps whose teacher-forced argmax is the true token.
-        """
-        logits, mu, sigma = self(x, generator)
-        b = x.shape[0]
-        recon = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x.reshape(-1), reduction="sum") / b
-        kl_each = (0.5 * (mu.pow(2) + sigma.pow(2) - 1.0) - torch.log(sigma)).sum(-1)
-        kl_cost = torch.clamp(kl_each - free_bits * math.log(2.0), min=0.0).mean()
-        accuracy = (logits.argmax(-1) == x).float().mean()
-        return {
-            "loss": recon + beta * kl_cost,
-            "recon": recon,
-            "kl": kl_each.mean(),
-            "accuracy": accuracy.detach(),
-        }
+        """The negative ELBO with Magenta's free bits, in nats (see elbo_terms)."""
+        return elbo_terms(x, *self(x, generator), beta, free_bits)
 
     @torch.no_grad()
     def decode(
@@ -232,6 +216,30 @@ class MusicVAE(nn.Module):
         return self.decode(z, temperature, generator)
 
 
+def elbo_terms(
+    x: torch.Tensor, logits: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, beta: float, free_bits: float
+) -> dict[str, torch.Tensor]:
+    """The negative ELBO with Magenta's free bits, in nats, from a forward pass on windows x.
+
+    recon: cross-entropy summed over steps, averaged over the batch.
+    kl: KL(N(mu, sigma^2) || N(0, I)) summed over z dims, averaged over the batch.
+    loss = recon + beta * mean over examples of max(kl_example - free_bits * ln 2, 0): the
+    first free_bits bits of each example's KL cost nothing (Magenta's `free_bits` hparam).
+    accuracy: fraction of steps whose teacher-forced argmax is the true token.
+    """
+    b = x.shape[0]
+    recon = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x.reshape(-1), reduction="sum") / b
+    kl_each = (0.5 * (mu.pow(2) + sigma.pow(2) - 1.0) - torch.log(sigma)).sum(-1)
+    kl_cost = torch.clamp(kl_each - free_bits * math.log(2.0), min=0.0).mean()
+    accuracy = (logits.argmax(-1) == x).float().mean()
+    return {
+        "loss": recon + beta * kl_cost,
+        "recon": recon,
+        "kl": kl_each.mean(),
+        "accuracy": accuracy.detach(),
+    }
+
+
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     """Spherical interpolation between a and b (..., D) at t in [0, 1] (t=0 gives a, t=1 gives b).
 
@@ -266,3 +274,188 @@ def interpolate(mu_a: torch.Tensor, mu_b: torch.Tensor, steps: int) -> torch.Ten
 def beta_schedule(step: int, max_beta: float, beta_rate: float) -> float:
     """KL weight at a training step: max_beta * (1 - beta_rate ** step), rising from 0 (Magenta)."""
     return max_beta * (1.0 - beta_rate**step)
+
+
+# -- the family ---------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate_vae(
+    model: MusicVAE,
+    windows: np.ndarray,
+    batch_size: int,
+    device: torch.device,
+    beta: float,
+    free_bits: float,
+    seed: int = 0,
+    free_running: bool = False,
+) -> dict[str, float]:
+    """Means per window over `windows` (n, T): loss, recon, kl, elbo (recon + kl, i.e. beta 1) in
+    nats; accuracy = teacher-forced share of steps whose argmax is right; with free_running also
+    free_accuracy = the same for reconstructions decoded greedily from mu. z is sampled from a
+    generator seeded with `seed`, so repeated evaluations of one model agree."""
+    from midigen.training.devices import autocast
+
+    model.eval()
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    totals = {"loss": 0.0, "recon": 0.0, "kl": 0.0, "accuracy": 0.0, "free_accuracy": 0.0}
+    n = 0
+    for i in range(0, windows.shape[0], batch_size):
+        x = torch.as_tensor(np.asarray(windows[i : i + batch_size], dtype=np.int64), device=device)
+        with autocast(device):
+            out = model.loss(x, beta, free_bits, generator=gen)
+        b = x.shape[0]
+        for key in ("loss", "recon", "kl", "accuracy"):
+            totals[key] += float(out[key]) * b
+        if free_running:
+            totals["free_accuracy"] += float((model.reconstruct(x) == x).float().mean()) * b
+        n += b
+    if n == 0:
+        raise DataError("no windows to evaluate")
+    result = {k: v / n for k, v in totals.items()}
+    result["elbo"] = result["recon"] + result["kl"]
+    if not free_running:
+        del result["free_accuracy"]
+    return result
+
+
+class MusicVAEFamily(Family):
+    """MusicVAE on the windows of a grid representation (drums, melody).
+
+    Per-epoch numbers are per step of the grid (nats/step) so their curves sit beside the token
+    models': loss = (recon + beta * max(KL - free_bits, 0)) / steps, perplexity = exp(recon / steps).
+    The best checkpoint is the one with the lowest validation loss at the final beta (max_beta),
+    so an epoch early in the beta warm-up cannot win by paying less for its KL."""
+
+    name = "musicvae"
+    layout = "windows"
+    # a MusicVAE decodes whole windows from z: max_steps, top-k/top-p and primers do not apply
+    controls = frozenset({"temperature", "greedy"})
+    unit = "windows"
+    has_latent = True
+
+    def build(self, model_params: dict[str, Any], rep) -> MusicVAE:
+        mp, layers = model_params, model_params["num_layers"]
+        return MusicVAE(
+            MusicVAEConfig(
+                num_classes=len(rep.vocab),
+                steps_per_bar=rep.steps_per_bar,
+                bars=rep.bars,
+                z_dim=mp["z_dim"],
+                enc_hidden=mp["enc_hidden"],
+                enc_layers=layers,
+                conductor_hidden=mp["conductor_hidden"],
+                conductor_layers=layers,
+                dec_hidden=mp["dec_hidden"],
+                dec_layers=layers,
+                emb_dim=mp["emb_dim"],
+                decoder=mp["decoder"],
+                dropout=mp["dropout"],
+            )
+        )
+
+    def from_config(self, config: dict[str, Any]) -> MusicVAE:
+        return MusicVAE(MusicVAEConfig(**config))
+
+    def data(self, split_data) -> tuple[np.ndarray, np.ndarray]:
+        return split_data.windows("train"), split_data.windows("val", fallbacks=("train",))
+
+    def batches(self, train: np.ndarray, params: dict[str, Any], rep, shard: tuple[int, int]):
+        from midigen.data.windows import WindowBatches
+
+        tp = params["train"]
+        return WindowBatches(train, tp["batch_size"], tp["seed"], tp["transpose"], rep, shard)
+
+    def train_step(self, net: nn.Module, batch: torch.Tensor, step: int, params: dict[str, Any]) -> StepOutput:
+        from midigen.training.devices import autocast
+
+        tp = params["train"]
+        beta = beta_schedule(step, tp["max_beta"], tp["beta_rate"])
+        with autocast(batch.device):
+            out = elbo_terms(batch, *net(batch), beta, tp["free_bits"])  # through DDP's forward
+        b = batch.shape[0]
+        sums = {k: float(out[k].detach()) * b for k in ("loss", "recon", "kl", "accuracy")}
+        return StepOutput(out["loss"], sums, b, b * batch.shape[1])
+
+    def validate(self, model: nn.Module, val: np.ndarray, params: dict[str, Any], device) -> dict[str, float]:
+        tp = params["train"]
+        return evaluate_vae(model, val, tp["batch_size"] * 2, device, tp["max_beta"], tp["free_bits"], seed=tp["seed"])
+
+    def epoch_row(self, totals: Totals, val: dict[str, float], params: dict[str, Any]) -> dict[str, Any]:
+        from midigen.training.loop import perplexity
+
+        tp = params["train"]
+        t = totals.tokens / max(1, totals.items)  # steps per window
+        train = {k: v / max(1, totals.items) for k, v in totals.sums.items()}
+        return {
+            "train_loss": round(train["loss"] / t, 5),
+            "val_loss": round(val["loss"] / t, 5),
+            "train_perplexity": round(perplexity(train["recon"] / t), 4),
+            "val_perplexity": round(perplexity(val["recon"] / t), 4),
+            "train_recon": round(train["recon"], 4),
+            "val_recon": round(val["recon"], 4),
+            "train_kl": round(train["kl"], 4),
+            "val_kl": round(val["kl"], 4),
+            # the beta of the epoch's last step
+            "beta": round(beta_schedule(totals.step - 1, tp["max_beta"], tp["beta_rate"]), 6),
+            "train_accuracy": round(train["accuracy"], 5),
+            "val_accuracy": round(val["accuracy"], 5),
+        }
+
+    def postfix(self, totals: Totals, params: dict[str, Any]) -> dict[str, str]:
+        n, tp = max(1, totals.items), params["train"]
+        return {
+            "loss": f"{totals.sums['loss'] / max(1, totals.tokens):.3f}",  # per step
+            "acc": f"{totals.sums['accuracy'] / n:.3f}",
+            "kl": f"{totals.sums['kl'] / n:.1f}",
+            "beta": f"{beta_schedule(totals.step - 1, tp['max_beta'], tp['beta_rate']):.3f}",
+        }
+
+    def epoch_line(self, row: dict[str, Any]) -> str:
+        return (
+            f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f}  "
+            f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.3f} KL {row['val_kl']:.1f} "
+            f"(beta {row['beta']:.3f})"
+        )
+
+    def sample(self, model: MusicVAE, rep, request: SampleRequest, device: torch.device) -> list[np.ndarray]:
+        """request.num windows decoded from z ~ N(0, I), as one batch (greedy: the most likely step)."""
+        from midigen.generation.latent import sample
+
+        temperature = 0.0 if request.greedy else request.temperature
+        return list(sample(model, request.num, temperature, request.seed, device)[0])
+
+    def stage_outputs(self, model: MusicVAE, rep, params: dict[str, Any], split_data, device) -> list:
+        """generate.num_files samples (sample_NN, at generate.temperature) and an interpolation
+        between the first windows of two held-out pieces (interp_NN, both ends included,
+        decoded by argmax: sampling would add noise at every point, and evaluate scores it so)."""
+        from midigen.generation.latent import INTERPOLATION_STEPS, endpoint_windows, interpolate_windows
+
+        outputs = [("sample", self.sample(model, rep, request_from(params["generate"]), device))]
+        ends = endpoint_windows(split_data)
+        if ends.shape[0] == 2:
+            seed = params["generate"]["seed"]
+            seq = interpolate_windows(model, ends[0], ends[1], INTERPOLATION_STEPS, 0.0, seed, device)
+            outputs.append(("interp", list(seq)))
+        return outputs
+
+    def summary_line(self, count: dict[str, int]) -> str:
+        return f"{count.get('sample', 0)} samples, {count.get('interp', 0)} interpolation steps"
+
+    def evaluate(self, model: MusicVAE, rep, split_data, params: dict[str, Any], generated, device):
+        from midigen.evaluation.vae_eval import evaluate_musicvae
+
+        return evaluate_musicvae(model, rep, params, split_data, generated, device)
+
+    def summary_lines(self, result: dict[str, Any]) -> list[str]:
+        from midigen.evaluation.vae_eval import summary_lines
+
+        return summary_lines(result)
+
+    def checkpoint_extra(self, params: dict[str, Any]) -> dict[str, Any]:
+        tp = params["train"]
+        return {"loss": {"max_beta": tp["max_beta"], "beta_rate": tp["beta_rate"], "free_bits": tp["free_bits"]}}
+
+
+FAMILY = MusicVAEFamily()

@@ -4,8 +4,8 @@
 and writes `<out>/index.html` plus the files it links with relative paths (img/*.png,
 audio/*.ogg, midi/*.mid), so the folder opens straight from disk or from anywhere it is copied.
 
-What it shows: the data and the params that differ from `midigen/defaults.yaml` (the shipped
-params.yaml: a stage must not ask git for them), training time and device, the train/val
+What it shows: the data and the params that differ from their defaults (midigen.params.DEFAULTS,
+what params.yaml ships with: a stage must not ask git for them), training time and device, the train/val
 curves, the evaluation tables, and per generated piece, per interpolation and per held-out
 reference piece a piano roll (a drum grid for drum tracks) and an audio player.
 """
@@ -13,7 +13,6 @@ reference piece a piano roll (a drum grid for drum tracks) and an audio player.
 from __future__ import annotations
 
 import html
-import inspect
 import re
 import shutil
 import time
@@ -23,17 +22,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from midigen.data.midi_io import read_notes, write_midi
+from midigen.data.midi_io import read_notes
 from midigen.errors import DataError, MidiError
 from midigen.jsonio import read_json
 from midigen.parallel import imap_progress
+from midigen.params import DEFAULTS
 from midigen.report.audio import Synth, find_synth, render_ogg
 from midigen.report.pianoroll import draw_piece, draw_strip, is_drum_piece
+from midigen.representations import OutputContext
 from midigen.table import read_rows
 
-DEFAULTS = Path(__file__).parents[1] / "defaults.yaml"
 #: the folders build_report owns inside its output folder (and empties before writing)
 SUBDIRS = ("img", "audio", "midi")
 
@@ -119,13 +118,9 @@ def _need(path: Path) -> Path:
     return path
 
 
-def load_defaults(path: Path = DEFAULTS) -> dict[str, dict[str, Any]]:
-    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-
-
 def changed_params(params: dict, defaults: dict) -> list[tuple[str, Any, Any]]:
     """(section.key, value, default) for every value that differs from its default; a key
-    without a default (new, not yet in defaults.yaml) counts as changed with default None."""
+    without a default counts as changed with default None."""
     out = []
     for section, values in params.items():
         for key, value in values.items():
@@ -174,22 +169,20 @@ def reference_pieces(inputs: Inputs, n: int, out_dir: Path, tempo_bpm: float) ->
         return [], "test"
     rows = store.index[of_piece.eq(used)].head(n)
     rep = store.representation
-    # grid representations (drums, melody) need a tempo to give seconds
-    takes_tempo = "tempo_bpm" in inspect.signature(rep.decode).parameters
     pieces = []
     for i, row in enumerate(rows.itertuples()):
         ids = np.asarray(store.tokens[row.offset : row.offset + row.length], dtype=np.int64)
         title = str(row.rel_path)
         n_windows = int(getattr(row, "windows", 0) or 0)
-        if n_windows > 0:  # a grid store keeps a piece as its overlapping windows: play the first
+        if n_windows > 0:  # a store of windows keeps a piece as its overlapping windows: play the first
             ids = ids[: ids.shape[0] // n_windows]
             title += " (its first window)"
         tempo = float(getattr(row, "tempo_bpm", 0) or 0) or tempo_bpm
-        notes = rep.decode(ids, tempo_bpm=tempo) if takes_tempo else rep.decode(ids)
         stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(str(row.rel_path)).stem)[:60]
         key = f"ref_{i:02d}_{stem}"
         midi = out_dir / "midi" / f"{key}.mid"
-        write_midi(notes, midi, tempo)
+        midi.parent.mkdir(parents=True, exist_ok=True)
+        rep.write_midi(ids, midi, OutputContext(tempo_bpm=tempo))
         pieces.append(Piece(key, title, midi))
     return pieces, used
 
@@ -398,7 +391,7 @@ def build_report(
     train = read_json(_need(inputs.metrics / "train.json"))
     ev = read_json(_need(inputs.metrics / "eval.json"))
     curve_rows = read_rows(_need(inputs.metrics / "train_curve.csv"))
-    defaults = load_defaults()
+    defaults = DEFAULTS
 
     synth, audio_note = (None, "audio is off (report.audio: false)")
     if rp["audio"]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from midigen.representations.base import BOS, EOS, PAD, Representation
+from midigen.representations.base import BOS, EOS, LAYOUTS, PAD, OutputContext, Representation
 from midigen.representations.events import EventRepresentation
 from midigen.representations.grid import DrumGrid, GridRepresentation, MelodyGrid
 from midigen.representations.notes_chords import NotesChordsRepresentation
@@ -14,6 +14,8 @@ __all__ = [
     "BOS",
     "EOS",
     "PAD",
+    "LAYOUTS",
+    "OutputContext",
     "Representation",
     "EventRepresentation",
     "GridRepresentation",
@@ -23,6 +25,9 @@ __all__ = [
     "PitchDurationRepresentation",
     "from_config",
     "from_params",
+    "layout_of",
+    "names",
+    "vocab_from_data",
 ]
 
 _KINDS: dict[str, type[Representation]] = {
@@ -32,6 +37,21 @@ _KINDS: dict[str, type[Representation]] = {
     "notes_chords": NotesChordsRepresentation,
     "pitch_duration": PitchDurationRepresentation,
 }
+
+
+def names() -> tuple[str, ...]:
+    """The representations preprocess.representation can name."""
+    return tuple(_KINDS)
+
+
+def layout_of(name: str) -> str:
+    """How a store of representation `name` is cut for models: "sequence" or "windows"."""
+    return _KINDS[name].layout
+
+
+def vocab_from_data(name: str) -> bool:
+    """Whether representation `name` builds its vocabulary from corpus counts (see from_params)."""
+    return _KINDS[name].vocab_from_data
 
 
 def from_config(config: dict[str, Any]) -> Representation:
@@ -46,6 +66,6 @@ def from_params(preprocess: dict[str, Any], chord_counts: dict[str, int] | None 
     whose vocabulary comes from the data (vocab_from_data: notes_chords) also takes the corpus
     counts preprocess gathered (chord_counts)."""
     kind = preprocess["representation"]
-    if getattr(_KINDS[kind], "vocab_from_data", False):
+    if _KINDS[kind].vocab_from_data:
         return _KINDS[kind].from_params(preprocess, chord_counts)
     return _KINDS[kind].from_params(preprocess)

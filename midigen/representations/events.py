@@ -75,6 +75,12 @@ class EventRepresentation(Representation):
             "pitch_max": self.pitch_max,
         }
 
+    def pitch_table(self) -> tuple[np.ndarray, int, int]:
+        """NOTE_ON_p and NOTE_OFF_p stand for pitch p; the ids of neighbouring pitches are neighbours."""
+        pitch = np.full(len(self.vocab), -1, dtype=np.int64)
+        pitch[self.on_base : self.shift_base] = np.tile(np.arange(self.pitch_min, self.pitch_max + 1), 2)
+        return pitch, self.pitch_min, self.pitch_max
+
     # -- notes -> ids -------------------------------------------------------------------------
 
     def quantize(self, notes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -149,7 +155,7 @@ class EventRepresentation(Representation):
 
     # -- ids -> notes -------------------------------------------------------------------------
 
-    def decode(self, ids: np.ndarray) -> np.ndarray:
+    def decode_notes(self, ids: np.ndarray) -> np.ndarray:
         """Tolerant decoding: unmatched NOTE_OFFs are ignored, hanging notes are closed after at
         most max_shift_steps, the sequence ends at the first <EOS> after some content."""
         kinds = self._kind

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from midigen.data.midi_io import NOTE_DTYPE, empty_notes, read_tick_notes
+from midigen.data.midi_io import NOTE_DTYPE, empty_notes, read_tick_notes, write_midi
 from midigen.errors import MidiError
-from midigen.representations.base import Representation
+from midigen.representations.base import OutputContext, Representation, check_duration
 
 #: One row per note of a `GridPiece`, times in grid steps from the start of the file.
 GRID_NOTE_DTYPE = np.dtype(
@@ -115,6 +115,14 @@ class GridRepresentation(Representation):
     """
 
     name: str = ""
+    layout = "windows"
+    info_keys = ("n_notes", "duration_s", "windows", "tempo_bpm")
+    #: a silent pattern is still written as a drum track (drums) or a pitched one (melody)
+    drum_track: bool = False
+    #: what a window must hold to be kept, for the reason given when a file has none
+    window_content: str = ""
+    #: names of the classes class_hits() returns per step (empty: the ids have no classes)
+    class_names: tuple[str, ...] = ()
 
     def __init__(self, vocab: list[str], steps_per_quarter: int = 4, bars: int = 4, hop_bars: int = 1):
         if steps_per_quarter < 1:
@@ -158,9 +166,38 @@ class GridRepresentation(Representation):
         """Length of one grid step in seconds at tempo_bpm quarter notes per minute."""
         return 60.0 / float(tempo_bpm) / self.steps_per_quarter
 
+    def read_piece(self, path: str | Path, max_notes: int | None = None, drums: str = "drop") -> GridPiece:
+        """Every note of a MIDI file on this grid (the drum policy does not apply: a grid reads
+        the tracks it models, see used_notes)."""
+        return read_grid_notes(path, self.steps_per_quarter, max_notes)
+
+    def used_notes(self, piece: GridPiece) -> np.ndarray:
+        """The notes of a piece this representation models."""
+        raise NotImplementedError
+
     def encode(self, piece: GridPiece) -> np.ndarray:
         """The whole piece as one id per step from step 0 to its last bar line (uint16)."""
         raise NotImplementedError
+
+    def tokenize_file(self, path: str, limits: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+        """A file's windows, flattened (the store holds each piece as its windows back to back),
+        and its index fields; MidiError when there is no usable window."""
+        piece = self.read_piece(path, limits["max_notes"])
+        used = self.used_notes(piece)
+        if piece.notes.shape[0] == 0:
+            raise MidiError(path, "no notes")
+        windows = self.windows(piece)  # MidiError when there is no drum track / melody, or not 4/4
+        duration = float(used["offset_step"].max()) * self.step_s(piece.tempo_bpm) if used.shape[0] else 0.0
+        check_duration(path, duration, limits)
+        if windows.shape[0] == 0:
+            raise MidiError(path, no_window_reason(self, piece))
+        info = {
+            "n_notes": int(used.shape[0]),
+            "duration_s": round(duration, 3),
+            "windows": int(windows.shape[0]),
+            "tempo_bpm": round(piece.tempo_bpm, 3),
+        }
+        return windows.reshape(-1), info
 
     def windows(self, piece: GridPiece, bars: int | None = None, hop_bars: int | None = None) -> np.ndarray:
         """Windows of `bars` bars starting on bar lines every `hop_bars` bars: (n, bars * steps_per_bar).
@@ -202,9 +239,45 @@ class GridRepresentation(Representation):
         """Bars of the piece as the windows see it (through the bar holding its last event)."""
         return self.encode(piece).shape[0] // self.steps_per_bar
 
-    def decode(self, ids: np.ndarray, tempo_bpm: float = DEFAULT_TEMPO_BPM) -> np.ndarray:
+    def decode_notes(self, ids: np.ndarray, tempo_bpm: float = DEFAULT_TEMPO_BPM, program: int = 0) -> np.ndarray:
         """Any id sequence -> notes (midigen.data.midi_io.NOTE_DTYPE, seconds at tempo_bpm)."""
         raise NotImplementedError
+
+    def decode(self, ids: np.ndarray, context: OutputContext | None = None) -> np.ndarray:
+        """Any id sequence -> notes at context.tempo_bpm (default 120), pitched notes on
+        context.program (default 0)."""
+        context = context or OutputContext()
+        program = 0 if context.program is None else context.program
+        return self.decode_notes(ids, context.tempo_bpm or DEFAULT_TEMPO_BPM, program)
+
+    def write_midi(self, ids: np.ndarray, path: str | Path, context: OutputContext | None = None) -> np.ndarray:
+        """A 4/4 file at the context's tempo that lasts the whole window, rests at the end included."""
+        context = context or OutputContext()
+        tempo = context.tempo_bpm or DEFAULT_TEMPO_BPM
+        notes = self.decode(ids, context)
+        ids = np.asarray(ids).reshape(-1)
+        write_midi(
+            notes,
+            path,
+            tempo,
+            empty_track=(0, self.drum_track),
+            time_signature=(4, 4),
+            length_s=ids.shape[0] * self.step_s(tempo),
+        )
+        return notes
+
+    # what the rhythm metrics read
+    def onsets(self, windows: np.ndarray) -> np.ndarray:
+        """(n, T) bool: the steps where something starts."""
+        raise NotImplementedError
+
+    def hit_counts(self, windows: np.ndarray) -> np.ndarray:
+        """(n, T) int: how many things start at each step."""
+        return self.onsets(windows).astype(np.int64)
+
+    def class_hits(self, windows: np.ndarray) -> np.ndarray:
+        """(n, T, len(class_names)) bool: which classes each step hits."""
+        return np.zeros((*np.shape(windows), 0), dtype=bool)
 
     # hooks for windows()
     def _window_starts(self, windows: np.ndarray, line: Any, starts: np.ndarray) -> np.ndarray:
@@ -259,7 +332,7 @@ def no_window_reason(rep: GridRepresentation, piece: GridPiece, bar: int | None 
     if start - 1 + rep.bars > n_bars:
         where = "" if bar is None else f" from bar {bar}"
         return f"too short for a {rep.bars}-bar window{where} ({have})"
-    content = "drum hits" if isinstance(rep, DrumGrid) else "two or more notes"
+    content = rep.window_content
     where = "" if bar is None else f" starting at bar {bar}"
     return f"no {rep.bars}-bar window{where} with {content} ({have})"
 
@@ -297,13 +370,28 @@ class DrumGrid(GridRepresentation):
     """
 
     name = "drums"
+    drum_track = True
+    window_content = "drum hits"
+    class_names = tuple(name for name, _ in DRUM_CLASSES)
 
     def __init__(self, steps_per_quarter: int = 4, bars: int = 4, hop_bars: int = 1):
         vocab = [f"DRUMS_{i:0{NUM_DRUM_CLASSES}b}" for i in range(2**NUM_DRUM_CLASSES)]
         super().__init__(vocab, steps_per_quarter, bars, hop_bars)
 
+    def used_notes(self, piece: GridPiece) -> np.ndarray:
+        return piece.notes[piece.notes["is_drum"]]
+
+    def onsets(self, windows: np.ndarray) -> np.ndarray:
+        return np.asarray(windows, dtype=np.int64) > 0
+
+    def class_hits(self, windows: np.ndarray) -> np.ndarray:
+        return ((np.asarray(windows, dtype=np.int64)[..., None] >> np.arange(NUM_DRUM_CLASSES)) & 1).astype(bool)
+
+    def hit_counts(self, windows: np.ndarray) -> np.ndarray:
+        return self.class_hits(windows).sum(axis=-1)
+
     def encode(self, piece: GridPiece) -> np.ndarray:
-        drums = piece.notes[piece.notes["is_drum"]]
+        drums = self.used_notes(piece)
         if drums.shape[0] == 0:
             raise MidiError(piece.path, "no drum track")
         self._check_meter(piece)
@@ -318,9 +406,9 @@ class DrumGrid(GridRepresentation):
     def _keep(self, windows: np.ndarray) -> np.ndarray:
         return windows.any(axis=1)
 
-    def decode(self, ids: np.ndarray, tempo_bpm: float = DEFAULT_TEMPO_BPM) -> np.ndarray:
+    def decode_notes(self, ids: np.ndarray, tempo_bpm: float = DEFAULT_TEMPO_BPM, program: int = 0) -> np.ndarray:
         """Ids -> drum hits: each class of a step becomes its first pitch, one step long, velocity
-        100, is_drum True, program 0. Ids outside 0..511 are ignored."""
+        100, is_drum True, program 0 (whatever `program` says). Ids outside 0..511 are ignored."""
         ids = np.asarray(ids, dtype=np.int64).reshape(-1)
         valid = (ids > 0) & (ids < self.num_classes)
         steps = np.flatnonzero(valid)
@@ -360,10 +448,23 @@ class MelodyGrid(GridRepresentation):
     name = "melody"
     #: folk tunes are often in 2/4: two of its bars make one grid bar
     meters = frozenset({(4, 4), (2, 2), (2, 4)})
+    window_content = "two or more notes"
 
     def __init__(self, steps_per_quarter: int = 4, bars: int = 4, hop_bars: int = 1):
         vocab = ["NO_EVENT", "NOTE_OFF"] + [f"NOTE_ON_{p}" for p in range(128)]
         super().__init__(vocab, steps_per_quarter, bars, hop_bars)
+
+    def used_notes(self, piece: GridPiece) -> np.ndarray:
+        return piece.notes[~piece.notes["is_drum"]]
+
+    def onsets(self, windows: np.ndarray) -> np.ndarray:
+        return np.asarray(windows, dtype=np.int64) >= NOTE_ON_BASE
+
+    def pitch_table(self) -> tuple[np.ndarray, int, int]:
+        """NOTE_ON_p stands for pitch p (0..127)."""
+        pitch = np.full(len(self.vocab), -1, dtype=np.int64)
+        pitch[NOTE_ON_BASE:] = np.arange(128)
+        return pitch, 0, 127
 
     def tracks(self, piece: GridPiece) -> list[int]:
         """The tracks with non-drum notes, the one with the most notes first (then file order).
@@ -432,7 +533,7 @@ class MelodyGrid(GridRepresentation):
     def _keep(self, windows: np.ndarray) -> np.ndarray:
         return (windows >= NOTE_ON_BASE).sum(axis=1) >= 2
 
-    def decode(self, ids: np.ndarray, tempo_bpm: float = DEFAULT_TEMPO_BPM, program: int = 0) -> np.ndarray:
+    def decode_notes(self, ids: np.ndarray, tempo_bpm: float = DEFAULT_TEMPO_BPM, program: int = 0) -> np.ndarray:
         """Ids -> notes: a note lasts from its NOTE_ON to the next NOTE_ON or NOTE_OFF (or the end of
         the ids); velocity 100, is_drum False. A NOTE_OFF with nothing sounding and ids outside
         0..129 are ignored."""
@@ -456,10 +557,11 @@ class MelodyGrid(GridRepresentation):
         return notes
 
 
-_KINDS: dict[str, type[GridRepresentation]] = {"drums": DrumGrid, "melody": MelodyGrid}
-
-
 def grid_from_config(config: dict[str, Any]) -> GridRepresentation:
     """Rebuild a grid representation from its config() (as stored in checkpoints)."""
-    config = dict(config)
-    return _KINDS[config.pop("name")](**config)
+    from midigen.representations import from_config
+
+    rep = from_config(config)
+    if not isinstance(rep, GridRepresentation):
+        raise ValueError(f"{config.get('name')!r} is not a grid representation")
+    return rep

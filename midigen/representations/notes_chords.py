@@ -192,7 +192,7 @@ class NotesChordsRepresentation(ScoreTimeRepresentation):
             return [p for p in voicing(self._chord_pcs[i - self.chord_base]) if p <= 127]
         return []
 
-    def decode(self, ids: np.ndarray) -> np.ndarray:
+    def decode_notes(self, ids: np.ndarray) -> np.ndarray:
         """Tolerant decoding: duration tokens add to the onset before them (or are silence when
         there is none); an onset without one lasts a quarter; <UNK> sounds as a rest; the
         sequence ends at the first <EOS> after some content."""

@@ -116,7 +116,7 @@ class PitchDurationRepresentation(ScoreTimeRepresentation):
         out.append(EOS)
         return np.asarray(out, dtype=np.uint16)
 
-    def decode(self, ids: np.ndarray) -> np.ndarray:
+    def decode_notes(self, ids: np.ndarray) -> np.ndarray:
         """Notes one after another; rests advance time; specials and unknown ids are skipped and
         the sequence ends at the first <EOS> after some content."""
         rows: list[tuple[int, int, int]] = []

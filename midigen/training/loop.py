@@ -1,45 +1,33 @@
-"""Training loop for the next-token models: AdamW, warm-up + cosine LR, clipping, best/last
-checkpoints, resumable, deterministic on CPU; DistributedDataParallel when started by torchrun
-(midigen.training.distributed), torch.compile and bf16 autocast on CUDA."""
+"""The one training loop, for every model family: seeding, threads, device, bf16 autocast and
+torch.compile on CUDA, AdamW with a warm-up and an LR schedule, clipping, a progress bar,
+validation after every epoch, best/last checkpoints, resume after kill -9, deterministic on CPU,
+and DistributedDataParallel when started by torchrun (midigen.training.distributed).
+
+The family (midigen.models.base) supplies what differs: its batches, the loss of one step,
+validation and the fields of a history row. A family that learns from counts
+(trains_by_gradient = False) is fitted once and validated like the others.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import math
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from midigen.data.windows import WindowSampler, eval_windows
-from midigen.models import build_model, load_checkpoint, save_checkpoint
+from midigen import models
+from midigen.models.base import Totals
 from midigen.parallel import progress
-from midigen.representations import PAD, Representation
-from midigen.training import distributed
-
-
-def pick_device(name: str) -> torch.device:
-    from midigen.errors import ParamsError
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ParamsError("train.device = 'cuda' but no CUDA device is available (use auto or cpu)")
-    return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.cuda.manual_seed_all(seed)
+from midigen.representations import Representation
+from midigen.training import checkpoint, distributed
+from midigen.training.devices import maybe_compile, pick_device, seed_everything
 
 
 def perplexity(loss: float) -> float:
@@ -59,38 +47,6 @@ def lr_at(step: int, total: int, base_lr: float, warmup: int, schedule: str) -> 
 
 def fingerprint(obj: Any) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
-
-
-@torch.no_grad()
-def evaluate_loss(model: nn.Module, stream: np.ndarray, seq_len: int, batch_size: int, device: torch.device) -> float:
-    """Mean cross-entropy (nats/token) over every position of a stream, <PAD> targets ignored."""
-    model.eval()
-    total, count = 0.0, 0
-    for x, y in eval_windows(stream, seq_len, batch_size):
-        x, y = x.to(device), y.to(device)
-        with autocast(device):
-            logits, _ = model(x)
-        loss = nn.functional.cross_entropy(
-            logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=PAD, reduction="sum"
-        )
-        total += loss.item()
-        count += int((y != PAD).sum())
-    return total / max(1, count)
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; a no-op on CPU (where fp32 is both faster and exact)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
-
-
-def maybe_compile(net: nn.Module, mode: str, device: torch.device) -> nn.Module:
-    """train.compile: 'auto' compiles on CUDA only (on CPU the LSTM kernels gain nothing and the
-    compilation costs seconds), 'always' everywhere, 'never' nowhere."""
-    if mode == "always" or (mode == "auto" and device.type == "cuda"):
-        return torch.compile(net)
-    return net
 
 
 @dataclass
@@ -116,48 +72,6 @@ def cpu_weights(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
-def checkpoint(
-    model: nn.Module,
-    kind: str,
-    rep: Any,
-    epoch: int,
-    history: History,
-    run_fp: str,
-    data_fp: str,
-    state: dict[str, torch.Tensor],
-    extra: dict[str, Any] | None = None,
-    resume: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """A self-describing checkpoint: model config and weights, representation and vocabulary,
-    history, fingerprints, then `extra` and (for last.pt) the `resume` state."""
-    ckpt = {
-        "format": 1,
-        "model": {"kind": kind, **model.config_dict()},
-        "model_state": state,
-        "representation": rep.config(),
-        "vocab": rep.vocab,
-        "epoch": epoch,
-        # timings stay out, so the same run writes byte-identical checkpoints on any machine
-        "history": [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in history.rows],
-        "run_fingerprint": run_fp,
-        "data_fingerprint": data_fp,
-    }
-    ckpt.update(extra or {})
-    ckpt.update(resume or {})
-    return ckpt
-
-
-def resume_state(best_state: dict[str, torch.Tensor], optimizer, sampler) -> dict[str, Any]:
-    """What last.pt adds to resume a run; the best weights travel with it, so a resumed run
-    still writes the true best.pt."""
-    return {
-        "best_model_state": best_state,
-        "optimizer_state": optimizer.state_dict(),
-        "sampler_state": json.dumps(sampler.get_state()),
-        "torch_rng": torch.get_rng_state(),
-    }
-
-
 def training_summary(result: TrainResult) -> dict[str, Any]:
     """metrics/train.json: the best epoch's numbers, run length, speed and device."""
     best = result.history.best()
@@ -170,28 +84,32 @@ def training_summary(result: TrainResult) -> dict[str, Any]:
         "wall_s": round(result.wall_s, 1),
         "device": result.device,  # for the report (cpu, cuda, cuda:0, ...)
     }
-    summary.update({k: best[k] for k in ("val_accuracy", "val_kl") if k in best})  # musicvae
+    summary.update({k: best[k] for k in ("val_accuracy", "val_kl") if k in best})
     return summary
 
 
 def train_model(
     rep: Representation,
-    train_stream: np.ndarray,
-    val_stream: np.ndarray,
+    train_data: Any,
+    val_data: Any,
     params: dict[str, Any],
     out_dir: Path,
     data_fingerprint: str,
     on_epoch: Callable[[dict], None] | None = None,
     time_budget_s: float | None = None,
 ) -> TrainResult:
-    """Train params["model"] on the streams; write out_dir/best.pt and out_dir/last.pt.
+    """Train the family params["model"]["kind"] names on train_data (its layout: an id stream
+    or windows); write out_dir/best.pt and out_dir/last.pt.
 
     Under torchrun (distributed.init called first) each rank trains on its share of every
-    global batch of train.batch_size windows and DDP averages the gradients, so N processes
-    take the same optimizer steps on the same windows as one; only rank 0 validates, writes
+    global batch of train.batch_size items and DDP averages the gradients, so N processes
+    take the same optimizer steps on the same data as one; only rank 0 validates, writes
     checkpoints, prints and calls on_epoch."""
     t_start = time.perf_counter()
     tp, mp = params["train"], params["model"]
+    family = models.family(mp["kind"])
+    models.check_fits(mp["kind"], rep.name, rep.layout)
+    family.check_params(params)
     world = distributed.world()
     main = world.is_main
     seed_everything(tp["seed"])
@@ -201,19 +119,27 @@ def train_model(
     device = distributed.local_device(pick_device(tp["device"]))
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
-    # nproc stays out: any number of processes sees the same windows, so a run killed on 4 GPUs
+    # nproc stays out: any number of processes sees the same batches, so a run killed on 4 GPUs
     # may resume on 2
     same_run = {k: v for k, v in tp.items() if k != "nproc"}
     run_fp = fingerprint({"train": same_run, "model": mp, "data": data_fingerprint, "rep": rep.config()})
 
-    model = build_model(mp, len(rep.vocab)).to(device)
+    model = family.build(mp, rep).to(device)
+    history = History()
+    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    extra = family.checkpoint_extra(params)
+
+    def payload(epoch: int, state: dict[str, torch.Tensor], resume: dict | None = None) -> dict:
+        return checkpoint.build(model, family, rep, epoch, history.rows, run_fp, data_fingerprint, state, extra, resume)
+
+    if not family.trains_by_gradient:
+        return _fit(family, model, rep, train_data, val_data, params, history, best_path, payload, on_epoch, device)
+
     if world.rank:  # same initial weights on every rank, but distinct dropout masks
         torch.manual_seed(distributed.shard_seed(tp["seed"], world.rank))
     net = maybe_compile(distributed.wrap(model, device), tp["compile"], device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=tp["lr"], weight_decay=tp["weight_decay"])
-    sampler = WindowSampler(
-        train_stream, tp["seq_len"], tp["batch_size"], tp["seed"], tp["transpose"], rep, (world.rank, world.size)
-    )
+    sampler = family.batches(train_data, params, rep, (world.rank, world.size))
     # DDP averages gradients over ranks; weighting each rank's mean loss by its share of the
     # global batch makes that average the mean over the whole batch, even for uneven shares
     share = (sampler.local.stop - sampler.local.start) * world.size / tp["batch_size"]
@@ -221,9 +147,7 @@ def train_model(
     total_steps = steps_per_epoch * tp["epochs"]
     warmup = min(tp["warmup_steps"], total_steps // 2)
 
-    history = History()
     start_epoch = 0
-    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     best_val = float("inf")
     best_state: dict[str, torch.Tensor] = {}
     resumed = _try_resume(last_path, run_fp, model, optimizer, sampler, history, tp["epochs"], best_state)
@@ -231,17 +155,18 @@ def train_model(
         start_epoch = resumed
         best_val = history.best()["val_loss"]
 
-    def weights() -> dict[str, torch.Tensor]:
-        return cpu_weights(model)
-
-    def payload(epoch: int, with_optimizer: bool, state: dict[str, torch.Tensor] | None = None) -> dict:
-        resume = None
-        if with_optimizer:
-            resume = resume_state(best_state, optimizer, sampler)
-            if world.size > 1:
-                resume["torch_rng_ranks"] = rng_states
-        weights_now = state if state is not None else weights()
-        return checkpoint(model, mp["kind"], rep, epoch, history, run_fp, data_fingerprint, weights_now, resume=resume)
+    def resume_state() -> dict[str, Any]:
+        """What last.pt adds to resume a run; the best weights travel with it, so a resumed
+        run still writes the true best.pt."""
+        state = {
+            "best_model_state": best_state,
+            "optimizer_state": optimizer.state_dict(),
+            "sampler_state": json.dumps(sampler.get_state()),
+            "torch_rng": torch.get_rng_state(),
+        }
+        if world.size > 1:
+            state["torch_rng_ranks"] = rng_states
+        return state
 
     t0 = time.perf_counter()
     trained_tokens, train_time = 0, 0.0
@@ -250,41 +175,40 @@ def train_model(
     for epoch in range(start_epoch + 1, tp["epochs"] + 1):
         net.train()
         bar = progress(range(steps_per_epoch), desc=f"epoch {epoch}/{tp['epochs']}", unit="batch", disable=not main)
-        ep_loss, ep_tokens, ep_t0 = 0.0, 0, time.perf_counter()
+        sums: dict[str, float] = {}
+        items, ep_tokens, ep_t0 = 0, 0, time.perf_counter()
+        lr = tp["lr"]
         for _ in bar:
             lr = lr_at(step, total_steps, tp["lr"], warmup, tp["schedule"])
             for g in optimizer.param_groups:
                 g["lr"] = lr
-            x, y = sampler.batch()
-            x, y = x.to(device), y.to(device)
-            with autocast(device):
-                logits, _ = net(x)
-            loss = nn.functional.cross_entropy(
-                logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=PAD
-            )
+            out = family.train_step(net, _to(sampler.batch(), device), step, params)
             optimizer.zero_grad(set_to_none=True)
-            (loss * share if world.size > 1 else loss).backward()
+            (out.loss * share if world.size > 1 else out.loss).backward()
             nn.utils.clip_grad_norm_(model.parameters(), tp["grad_clip"])
             optimizer.step()
             step += 1
             if step == start_epoch * steps_per_epoch + 1 and main:
                 # bench/scale.py reads this line: start-up time until training really runs
                 print(f"train: first optimizer step after {time.perf_counter() - t_start:.2f} s", flush=True)
-            n_tok = int((y != PAD).sum())
-            ep_loss += loss.item() * n_tok
-            ep_tokens += n_tok
+            for k, v in out.sums.items():
+                sums[k] = sums.get(k, 0.0) + v
+            items += out.items
+            ep_tokens += out.tokens
             elapsed = time.perf_counter() - ep_t0
+            totals = Totals(sums, items, ep_tokens, step)
             bar.set_postfix(
-                loss=f"{ep_loss / ep_tokens:.3f}", tok_s=f"{ep_tokens / max(elapsed, 1e-9):,.0f}", lr=f"{lr:.2e}"
+                **family.postfix(totals, params), tok_s=f"{ep_tokens / max(elapsed, 1e-9):,.0f}", lr=f"{lr:.2e}"
             )
             if time_budget_s is not None and distributed.any_rank(train_time + elapsed > time_budget_s):
                 break
         bar.close()
         ep_time = time.perf_counter() - ep_t0
-        ep_loss, ep_tokens = distributed.all_reduce_sum([ep_loss, ep_tokens])
+        keys = sorted(sums)
+        *totals, items, ep_tokens = distributed.all_reduce_sum([*(sums[k] for k in keys), items, ep_tokens])
+        sums = dict(zip(keys, totals, strict=True))
         train_time += ep_time
         trained_tokens += ep_tokens
-        train_loss = ep_loss / max(1, ep_tokens)
         # decided together: ranks' clocks differ, and one leaving early would hang the others
         out_of_time = time_budget_s is not None and distributed.any_rank(train_time > time_budget_s)
         if world.size > 1:
@@ -294,33 +218,27 @@ def train_model(
             if out_of_time:
                 break
             continue
-        val_loss = evaluate_loss(model, val_stream, tp["seq_len"], tp["batch_size"] * 2, device)
+        val = family.validate(model, val_data, params, device)
         row = {
             "epoch": epoch,
-            "train_loss": round(train_loss, 5),
-            "val_loss": round(val_loss, 5),
-            "train_perplexity": round(perplexity(train_loss), 4),
-            "val_perplexity": round(perplexity(val_loss), 4),
+            **family.epoch_row(Totals(sums, items, ep_tokens, step), val, params),
             "tokens_per_s": round(ep_tokens / max(ep_time, 1e-9), 1),
             "lr": lr,
         }
         history.rows.append(distributed.broadcast_object(row))
-        improved = val_loss < best_val
+        improved = row["val_loss"] < best_val
         if improved:
-            best_val = val_loss
-            best_state = weights()
-            save_checkpoint(best_path, payload(epoch, with_optimizer=False, state=best_state))
-        save_checkpoint(last_path, payload(epoch, with_optimizer=True))
-        print(
-            f"epoch {epoch}: train {train_loss:.4f} (ppl {row['train_perplexity']:.2f})  "
-            f"val {val_loss:.4f} (ppl {row['val_perplexity']:.2f}){'  *best' if improved else ''}"
-        )
+            best_val = row["val_loss"]
+            best_state = cpu_weights(model)
+            checkpoint.save(best_path, payload(epoch, best_state))
+        checkpoint.save(last_path, payload(epoch, cpu_weights(model), resume_state()))
+        print(family.epoch_line(row) + ("  *best" if improved else ""))
         if on_epoch:
             on_epoch(row)
         if out_of_time:
             break
     if main and not best_path.exists():  # resumed, and no epoch after the resume beat the earlier best
-        save_checkpoint(best_path, payload(history.best()["epoch"], with_optimizer=False, state=best_state))
+        checkpoint.save(best_path, payload(history.best()["epoch"], best_state))
     return TrainResult(
         history=history,
         best_path=best_path,
@@ -328,6 +246,39 @@ def train_model(
         wall_s=time.perf_counter() - t0,
         device=str(device),
         resumed_from_epoch=start_epoch,
+    )
+
+
+def _to(batch: Any, device: torch.device) -> Any:
+    """A batch (a tensor or a tuple of tensors) on `device`."""
+    if isinstance(batch, tuple):
+        return tuple(b.to(device) for b in batch)
+    return batch.to(device)
+
+
+def _fit(family, model, rep, train_data, val_data, params, history, best_path, payload, on_epoch, device):
+    """A family that learns from counts: fit once, validate, write best.pt; one history row."""
+    t0 = time.perf_counter()
+    totals = family.fit(model, train_data, params)
+    fit_s = time.perf_counter() - t0
+    if not distributed.world().is_main:
+        history.rows.append(distributed.broadcast_object(None))
+    else:
+        val = family.validate(model, val_data, params, device)
+        speed = round(totals.tokens / max(fit_s, 1e-9), 1)
+        row = {"epoch": 1, **family.epoch_row(totals, val, params), "tokens_per_s": speed, "lr": 0.0}
+        history.rows.append(distributed.broadcast_object(row))
+        checkpoint.save(best_path, payload(1, cpu_weights(model)))
+        print(family.epoch_line(row) + "  *best")
+        if on_epoch:
+            on_epoch(row)
+    return TrainResult(
+        history=history,
+        best_path=best_path,
+        tokens_per_s=totals.tokens / max(fit_s, 1e-9),
+        wall_s=time.perf_counter() - t0,
+        device=str(device),
+        resumed_from_epoch=0,
     )
 
 
@@ -364,7 +315,7 @@ def _resumable(path: Path, run_fp: str, epochs: int) -> dict | None:
     if not path.exists():
         return None
     try:
-        ckpt = load_checkpoint(path)
+        ckpt = checkpoint.load(path)
     except Exception as exc:
         print(f"warning: ignoring unreadable {path} ({exc}); starting from scratch")
         return None
