@@ -110,7 +110,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "from_metadata": Spec(bool, True),
     },
     "model": {
-        "kind": Spec(str, "lstm", choices=("lstm", "musicvae")),
+        "kind": Spec(str, "lstm", choices=("lstm", "musicvae", "ngram")),
         "emb_dim": _int(128, 0),
         "hidden_dim": _int(256, 1),
         "num_layers": _int(2, 1, 8),
@@ -120,6 +120,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "enc_hidden": _int(512, 1),
         "conductor_hidden": _int(256, 1),
         "dec_hidden": _int(256, 1),
+        "order": _int(4, 1, 10),
     },
     "train": {
         "epochs": _int(20, 1),

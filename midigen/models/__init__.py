@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 FAMILIES: dict[str, tuple[str, str]] = {
     "lstm": ("midigen.models.lstm", "sequence"),
     "musicvae": ("midigen.models.musicvae", "windows"),
+    "ngram": ("midigen.models.ngram", "sequence"),
 }
 
 
