@@ -23,8 +23,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check midigen stages tests bench
-	$(BIN)/ruff format --check midigen stages tests bench
+	$(BIN)/ruff check midigen stages tests bench .ci/gate.py
+	$(BIN)/ruff format --check midigen stages tests bench .ci/gate.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/preprocess.py

@@ -1,6 +1,6 @@
 """CI gate: fail when the pipeline's key metrics got worse than the committed ones.
 
-    python -m midigen.gate --baseline BASE.json --current metrics/eval.json
+    python .ci/gate.py --baseline BASE.json --current metrics/eval.json
 
 Tolerances: CPU training is deterministic, so the same machine reproduces the committed numbers
 exactly; another CPU (other BLAS kernels, other thread counts) changes float rounding, which
@@ -27,7 +27,10 @@ GATES = {
 def check(baseline: dict, current: dict) -> list[str]:
     failures = []
     for key, (direction, tol) in GATES.items():
-        if key not in baseline or key not in current:
+        missing = [name for name, d in (("committed", baseline), ("current", current)) if key not in d]
+        if missing:  # a renamed or dropped metric must not switch its gate off
+            print(f"FAIL {key}: missing from the {' and the '.join(missing)} metrics")
+            failures.append(key)
             continue
         b, c = float(baseline[key]), float(current[key])
         worse = c - b if direction == "lower" else b - c

@@ -98,15 +98,16 @@ def main() -> int:
         )
         return 2
     enter_root()
-    from midigen.generation.generate import load_for_sampling, sample_ids
+    from midigen.generation.generate import sample_ids
     from midigen.params import load_params
     from midigen.representations import BOS, EOS
+    from midigen.training.checkpoint import load_model
 
     gp = load_params(ROOT / "params.yaml", sections=("generate",))["generate"]
     temperature, top_k, top_p, seed = gp["temperature"], gp["top_k"], gp["top_p"], gp["seed"]
 
     t0 = time.perf_counter()
-    model, rep, _dev = load_for_sampling(ckpt, "cpu")
+    model = load_model(ckpt, "cpu").model
     load_s = time.perf_counter() - t0
     n_params = sum(p.numel() for p in model.parameters())
     cfg = model.config_dict() if hasattr(model, "config_dict") else {}

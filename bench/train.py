@@ -146,12 +146,15 @@ def run_seed(
 def run_ours(
     rep, train_stream, val_stream, params: dict, data_fp: str, budget: float, device: torch.device, ckpt_dir: Path
 ) -> dict:
+    import midigen.data.windows as mw
     import midigen.training.loop as mt
+    from midigen.evaluation.lm_eval import evaluate_loss
+    from midigen.representations import PAD
     from midigen.training.checkpoint import load_checkpoint, model_from_checkpoint
 
     counts = {"batches": 0, "tokens": 0, "per_epoch": 1}
 
-    class CountingSampler(mt.WindowSampler):
+    class CountingSampler(mw.WindowSampler):
         """train_model's own sampler, counting the batches and tokens it hands out."""
 
         def __init__(self, *args, **kwargs):
@@ -161,7 +164,7 @@ def run_ours(
         def batch(self):
             x, y = super().batch()
             counts["batches"] += 1
-            counts["tokens"] += int((y != mt.PAD).sum())
+            counts["tokens"] += int((y != PAD).sum())
             return x, y
 
     scores: list[float] = []
@@ -169,20 +172,20 @@ def run_ours(
 
     def score_epoch(_row: dict) -> None:  # last.pt holds the model of the epoch that just ended
         model = model_from_checkpoint(load_checkpoint(out_dir / "last.pt")).to(device)
-        scores.append(mt.evaluate_loss(model, val_stream, EVAL_SEQ_LEN, EVAL_BATCH, device))
+        scores.append(evaluate_loss(model, val_stream, EVAL_SEQ_LEN, EVAL_BATCH, device))
         print(f"ours epoch {_row['epoch']}: val {scores[-1]:.4f} at seq_len {EVAL_SEQ_LEN}", flush=True)
 
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     threads = torch.get_num_threads()
     torch.manual_seed(SEED)  # train_model seeds itself too, from train.seed
-    mt.WindowSampler, original = CountingSampler, mt.WindowSampler
+    mw.WindowSampler, original = CountingSampler, mw.WindowSampler  # the lstm family's batches
     t0, cpu0 = time.perf_counter(), time.process_time()
     try:
         result = mt.train_model(
             rep, train_stream, val_stream, params, out_dir, data_fp, on_epoch=score_epoch, time_budget_s=budget
         )
     finally:
-        mt.WindowSampler = original
+        mw.WindowSampler = original
         torch.use_deterministic_algorithms(was_deterministic)
         torch.set_num_threads(threads)
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0

@@ -272,3 +272,22 @@ def test_load_checkpoint_rejects_anything_but_a_midigen_checkpoint_with_data_err
 def test_load_checkpoint_of_a_missing_file_says_how_to_make_one(tmp_path):
     with pytest.raises(DataError, match="not found"):
         load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_a_checkpoint_of_another_format_version_is_refused_naming_the_file(tmp_path, event_rep):
+    path = tmp_path / "old.pt"
+    save_checkpoint(path, {**payload(tiny_lstm(vocab=len(event_rep.vocab)), event_rep), "format": 0})
+    with pytest.raises(DataError, match=r"old\.pt: checkpoint format 0; this midigen reads format 1"):
+        load_checkpoint(path)
+
+
+def test_a_checkpoint_trained_on_other_tokens_than_the_store_is_refused(tmp_path, event_rep):
+    from midigen.representations import EventRepresentation
+    from midigen.training.checkpoint import load_model
+
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, payload(tiny_lstm(vocab=len(event_rep.vocab)), event_rep))
+    assert load_model(path, "cpu", event_rep).rep.vocab == event_rep.vocab
+    other = EventRepresentation(0.05, 100, 8, event_rep.pitch_min, event_rep.pitch_max)  # velocity tokens
+    with pytest.raises(DataError, match=r"model\.pt: trained on 'events' tokens with other settings"):
+        load_model(path, "cpu", other)

@@ -88,7 +88,34 @@ def _pitch_table(rep: Representation | None, transpose: int) -> tuple[np.ndarray
     return table
 
 
-class WindowSampler:
+class _Batches:
+    """What both samplers share: a seeded generator whose state last.pt saves, this rank's
+    share of every global batch, and the pitch table when batches are transposed."""
+
+    def __init__(self, batch_size: int, seed: int, transpose: int, rep: Representation | None, shard: tuple[int, int]):
+        self.batch_size = batch_size
+        self.rng = np.random.default_rng(seed)
+        self.local = batch_slice(batch_size, *shard)
+        if self.local.stop <= self.local.start:
+            raise DataError(f"train.batch_size = {batch_size} is smaller than the {shard[1]} processes sharing it")
+        self.transpose = transpose
+        self.table = _pitch_table(rep, transpose)
+
+    def get_state(self) -> dict:
+        return self.rng.bit_generator.state
+
+    def set_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state
+
+    def _transposed(self, win: np.ndarray) -> np.ndarray:
+        if not self.transpose:
+            return win
+        # drawn for the whole global batch, so every rank's generator stays in step
+        u = self.rng.random(self.batch_size)[self.local]
+        return transpose_ids(win, self.table, self.transpose, u)
+
+
+class WindowSampler(_Batches):
     """Random windows of seq_len + 1 ids from one long id stream, reproducible from a seed.
 
     With `transpose` > 0, each window is shifted by a random number of semitones in
@@ -111,34 +138,17 @@ class WindowSampler:
     ):
         if stream.shape[0] < 2:
             raise DataError("the training split has fewer than 2 tokens")
+        super().__init__(batch_size, seed, transpose, rep, shard)
         self.stream = stream
         self.seq_len = min(seq_len, stream.shape[0] - 1)
-        self.batch_size = batch_size
-        self.rng = np.random.default_rng(seed)
-        self.local = batch_slice(batch_size, *shard)
-        if self.local.stop <= self.local.start:
-            raise DataError(f"train.batch_size = {batch_size} is smaller than the {shard[1]} processes sharing it")
-        self.transpose = transpose
-        self.table = _pitch_table(rep, transpose)
 
     def batches_per_epoch(self) -> int:
         return max(1, (self.stream.shape[0] - 1) // (self.seq_len * self.batch_size))
 
-    def get_state(self) -> dict:
-        return self.rng.bit_generator.state
-
-    def set_state(self, state: dict) -> None:
-        self.rng.bit_generator.state = state
-
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         starts = self.rng.integers(0, self.stream.shape[0] - self.seq_len, size=self.batch_size)
         idx = starts[self.local, None] + np.arange(self.seq_len + 1)[None, :]
-        win = self.stream[idx]
-        if self.transpose:
-            # drawn for the whole global batch, so every rank's generator stays in step
-            u = self.rng.random(self.batch_size)[self.local]
-            win = transpose_ids(win, self.table, self.transpose, u)
-        t = torch.from_numpy(win)
+        t = torch.from_numpy(self._transposed(self.stream[idx]))
         return t[:, :-1], t[:, 1:]
 
 
@@ -158,7 +168,7 @@ def eval_windows(stream: np.ndarray | PieceStream, seq_len: int, batch_size: int
         yield torch.from_numpy(x), torch.from_numpy(y)
 
 
-class WindowBatches:
+class WindowBatches(_Batches):
     """Random batches of whole windows (with replacement) of a "windows" store, reproducible
     from a seed; with `shard` = (rank, world size), each rank returns its share of the same
     global batch (as WindowSampler does).
@@ -179,29 +189,12 @@ class WindowBatches:
     ):
         if windows.ndim != 2 or windows.shape[0] == 0:
             raise DataError("the training split has no windows")
+        super().__init__(batch_size, seed, transpose, rep, shard)
         self.windows = windows
-        self.batch_size = batch_size
-        self.rng = np.random.default_rng(seed)
-        self.local = batch_slice(batch_size, *shard)
-        if self.local.stop <= self.local.start:
-            raise DataError(f"train.batch_size = {batch_size} is smaller than the {shard[1]} processes sharing it")
-        self.transpose = transpose
-        self.table = _pitch_table(rep, transpose)
 
     def batches_per_epoch(self) -> int:
         return max(1, self.windows.shape[0] // self.batch_size)
 
-    def get_state(self) -> dict:
-        return self.rng.bit_generator.state
-
-    def set_state(self, state: dict) -> None:
-        self.rng.bit_generator.state = state
-
     def batch(self) -> torch.Tensor:
         idx = self.rng.integers(0, self.windows.shape[0], size=self.batch_size)
-        win = np.asarray(self.windows[idx[self.local]], dtype=np.int64)
-        if self.transpose:
-            # drawn for the whole global batch, so every rank's generator stays in step
-            u = self.rng.random(self.batch_size)[self.local]
-            win = transpose_ids(win, self.table, self.transpose, u)
-        return torch.from_numpy(win)
+        return torch.from_numpy(self._transposed(np.asarray(self.windows[idx[self.local]], dtype=np.int64)))

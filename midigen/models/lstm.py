@@ -52,11 +52,12 @@ class LSTMLM(nn.Module):
     def config_dict(self) -> dict:
         return asdict(self.config)
 
-    def generate(self, prompts: list[list[int]], max_steps: int, eos_id: int, **sampling) -> list[list[int]]:
-        """Continue every prompt at once (midigen.generation.sampling.generate_tokens)."""
+    def generate(self, prompts: list[list[int]], max_steps: int, eos_id: int, *args, **kwargs) -> list[list[int]]:
+        """Continue every prompt at once: midigen.generation.sampling.generate_tokens (temperature,
+        top_k, top_p, generator, greedy)."""
         from midigen.generation.sampling import generate_tokens
 
-        return generate_tokens(self, prompts, max_steps, eos_id, **sampling)
+        return generate_tokens(self, prompts, max_steps, eos_id, *args, **kwargs)
 
 
 class LSTMFamily(TokenLMFamily):
