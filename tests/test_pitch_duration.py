@@ -147,7 +147,7 @@ def test_transposition_and_unknown_keys_are_clear_params_errors(rep):
     from midigen.params import validate
 
     stream = rep.encode(make_notes([0.0, 0.5], [0.5, 1.0], [60, 62])).astype(np.int64)
-    with pytest.raises(ParamsError, match="train.transpose = 2: only the events representation"):
+    with pytest.raises(ParamsError, match="train.transpose = 2: pitch_duration tokens cannot be transposed"):
         WindowSampler(stream, 8, 2, seed=0, transpose=2, rep=rep)
     raw = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
     raw["generate"]["key"] = "H"

@@ -63,6 +63,7 @@ def run_env() -> dict[str, str]:
 
 def write_drum_interpolation(folder: Path, steps: int = 4) -> None:
     """interp_00..: a 2-bar beat that gains hits step by step, as drum-grid MIDI files."""
+    from midigen.representations import OutputContext
     from midigen.representations.grid import DrumGrid
 
     rep = DrumGrid(4)
@@ -73,7 +74,7 @@ def write_drum_interpolation(folder: Path, steps: int = 4) -> None:
     rng = np.random.default_rng(3)
     for i in range(steps):
         ids[rng.integers(0, 32, 3)] |= 1 << rng.integers(3, 9, 3)
-        write_midi(rep.decode(ids, tempo_bpm=120.0), folder / f"interp_{i:02d}.mid")
+        write_midi(rep.decode(ids, OutputContext(tempo_bpm=120.0)), folder / f"interp_{i:02d}.mid")
 
 
 def run_stage_in_process(name: str, root: Path) -> None:

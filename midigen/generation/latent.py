@@ -22,8 +22,8 @@ def load_latent(checkpoint_path: str | Path, device: str = "auto") -> checkpoint
     loaded = checkpoint.load_model(checkpoint_path, device)
     if not loaded.family.has_latent:
         raise DataError(
-            f"{checkpoint_path}: a {loaded.family.name!r} model has no latent space to encode into; "
-            "this needs a MusicVAE checkpoint (train with model.kind=musicvae)"
+            f"{checkpoint_path}: a {loaded.family.name!r} checkpoint, whose model has no latent space; "
+            "this needs a MusicVAE one (train with model.kind=musicvae)"
         )
     return loaded
 
