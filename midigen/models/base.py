@@ -117,6 +117,10 @@ class Family:
     def from_config(self, config: dict[str, Any]) -> nn.Module:
         raise NotImplementedError
 
+    def vocab_size(self, config: dict[str, Any]) -> int:
+        """How many token ids a model of this config reads and predicts."""
+        return int(config["vocab_size"])
+
     # -- train ----------------------------------------------------------------------------------
 
     def data(self, split_data) -> tuple[Any, Any]:

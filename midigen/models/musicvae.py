@@ -358,6 +358,9 @@ class MusicVAEFamily(Family):
     def from_config(self, config: dict[str, Any]) -> MusicVAE:
         return MusicVAE(MusicVAEConfig(**config))
 
+    def vocab_size(self, config: dict[str, Any]) -> int:
+        return int(config["num_classes"])
+
     def data(self, split_data) -> tuple[np.ndarray, np.ndarray]:
         return split_data.windows("train"), split_data.windows("val", fallbacks=("train",))
 

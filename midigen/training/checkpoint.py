@@ -109,11 +109,47 @@ def check_store(ckpt: dict[str, Any], path: str | Path, store_rep: Representatio
         raise DataError(f"{path}: its vocabulary differs from the token store's (retrain: dvc repro train)")
 
 
-def model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
-    """The model a (validated) checkpoint describes, with its weights, on the CPU."""
-    family = models.family(ckpt["model"]["kind"])
-    model = family.from_config({k: v for k, v in ckpt["model"].items() if k != "kind"})
-    model.load_state_dict(ckpt["model_state"])
+def representation_of(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> Representation:
+    """The representation a (validated) checkpoint was trained on; DataError when its config
+    cannot be rebuilt or its vocabulary is not the stored one."""
+    try:
+        rep = representations.from_config(ckpt["representation"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DataError(f"{path}: its representation config cannot be rebuilt ({type(exc).__name__}: {exc})") from None
+    if list(rep.vocab) != list(ckpt["vocab"]):
+        raise DataError(
+            f"{path}: its stored vocabulary ({len(ckpt['vocab'])} tokens) is not its representation's "
+            f"({len(rep.vocab)} tokens): the file was edited or written by another version"
+        )
+    return rep
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> nn.Module:
+    """The model a (validated) checkpoint describes, with its weights, on the CPU; DataError
+    naming the file when the config, the vocabulary size or the weights do not fit together."""
+    kind = ckpt["model"]["kind"]
+    family = models.family(kind)
+    config = {k: v for k, v in ckpt["model"].items() if k != "kind"}
+    try:
+        model = family.from_config(config)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise DataError(f"{path}: its model config does not describe a {kind} model ({exc})") from None
+    if family.vocab_size(config) != len(ckpt["vocab"]):
+        raise DataError(
+            f"{path}: the {kind} model has {family.vocab_size(config)} token classes but the stored vocabulary "
+            f"{len(ckpt['vocab'])} tokens"
+        )
+    state = ckpt["model_state"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise DataError(f"{path}: its weights are not a dict of tensors")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        detail = " ".join(ln.strip() for ln in str(exc).splitlines()[1:3] if ln.strip()) or str(exc)
+        raise DataError(f"{path}: its weights do not fit its model config ({detail})"[:300]) from None
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise DataError(f"{path}: weights {bad[0]} hold NaN or infinite values (did training diverge?)")
     return model
 
 
@@ -136,9 +172,9 @@ def load_model(path: str | Path, device: str = "auto", store_rep: Representation
     ckpt = load(path)
     if store_rep is not None:
         check_store(ckpt, path, store_rep)
-    rep = representations.from_config(ckpt["representation"])
+    rep = representation_of(ckpt, path)
     dev = pick_device(device)
-    model = model_from_checkpoint(ckpt).to(dev).eval()
+    model = model_from_checkpoint(ckpt, path).to(dev).eval()
     return Loaded(Path(path), model, models.family(ckpt["model"]["kind"]), rep, dev, ckpt)
 
 
