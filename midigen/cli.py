@@ -95,7 +95,7 @@ def _preprocess_params(args: argparse.Namespace) -> dict:
 def cmd_tokenize(args: argparse.Namespace) -> int:
     params = _preprocess_params(args)
     rep = _representation(args, params)
-    ids = rep.encode(rep.read_piece(args.midi, drums=params["drums"]))
+    ids = rep.encode(rep.read_piece(args.midi, params))
     out = sys.stdout
     for tok in rep.ids_to_tokens(ids):
         out.write(tok + "\n")

@@ -96,6 +96,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "max_file_mb": _pos(10),
         "max_notes": _int(200000, 1),
         "max_duration_s": _pos(3600),
+        "max_memory_mb": _pos(512),
         "timeout_s": _pos(30),
         "steps_per_quarter": _int(4, 1, 24),
         "bars": _int(4, 1, 64),

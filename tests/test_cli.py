@@ -76,6 +76,7 @@ def test_tokenize_reads_params_yaml_and_flags_override_it(chorale_paths, tmp_pat
             "max_file_mb": 10,
             "max_notes": 200000,
             "max_duration_s": 3600,
+            "max_memory_mb": 512,
             "timeout_s": 30,
             "chord_min_count": 5,
             "fixed_step_quarters": 0.0,

@@ -25,6 +25,7 @@ GOOD = {
         "max_file_mb": 10,
         "max_notes": 200000,
         "max_duration_s": 3600,
+        "max_memory_mb": 512,
         "timeout_s": 30,
         "steps_per_quarter": 4,
         "bars": 4,

@@ -20,6 +20,7 @@ from midigen import representations
 from midigen.data.store import StoreSummary, index_columns, write_store
 from midigen.errors import DataError, MidiError
 from midigen.parallel import imap_progress
+from midigen.params import DEFAULTS
 from midigen.table import iter_rows, write_rows
 
 
@@ -167,7 +168,8 @@ def preprocess(manifest: Manifest, params: dict[str, Any], out_dir: Path, worker
     Memory does not grow with the corpus: rows are streamed from the manifest to index.csv and
     rejected.csv. Returns the store's summary (counts, sums, the first rejected rows)."""
     rep = representations.from_params(params)
-    limits = {k: params[k] for k in ("max_file_mb", "max_notes", "max_duration_s", "timeout_s", "drums")}
+    keys = ("max_file_mb", "max_notes", "max_duration_s", "max_memory_mb", "timeout_s", "drums")
+    limits = {k: {**DEFAULTS["preprocess"], **params}[k] for k in keys}
     total, sorted_ = _scan(manifest)
     first = next(_manifest_rows(manifest), None)
     metadata = [k for k in (first or {}) if k not in NOT_METADATA]

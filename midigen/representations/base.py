@@ -49,6 +49,13 @@ class OutputContext:
     program: int | None = None
 
 
+def _limits(limits: dict[str, Any] | None) -> dict[str, Any]:
+    """The reading limits: the given ones over preprocess's defaults."""
+    from midigen.params import DEFAULTS
+
+    return {**DEFAULTS["preprocess"], **(limits or {})}
+
+
 def check_duration(path: str, duration_s: float, limits: dict[str, Any]) -> None:
     """MidiError when a piece lasts longer than preprocess.max_duration_s."""
     if duration_s > limits["max_duration_s"]:
@@ -93,9 +100,11 @@ class Representation:
         """The notes of a MIDI file, timed the way encode() expects (see score_tempo_bpm)."""
         return read_notes(path, max_notes, tempo_bpm=self.score_tempo_bpm)
 
-    def read_piece(self, path: str | Path, max_notes: int | None = None, drums: str = "drop") -> Any:
-        """What encode() takes, read from a MIDI file (drums: 'drop' or 'keep' drum-track notes)."""
-        return select_notes(self.read(path, max_notes), drums)
+    def read_piece(self, path: str | Path, limits: dict[str, Any] | None = None) -> Any:
+        """What encode() takes, read from a MIDI file within `limits` (preprocess's max_notes,
+        max_duration_s, max_memory_mb and drums; default: their defaults): MidiError saying why a
+        file cannot be used, before anything large is built."""
+        return self.read_checked(str(path), _limits(limits))[0]
 
     def encode(self, piece: Any) -> np.ndarray:
         """A piece -> uint16 ids, framed by <BOS> ... <EOS>."""

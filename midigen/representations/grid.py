@@ -25,7 +25,7 @@ import numpy as np
 
 from midigen.data.midi_io import NOTE_DTYPE, empty_notes, read_tick_notes, write_midi
 from midigen.errors import MidiError
-from midigen.representations.base import OutputContext, Representation, check_duration
+from midigen.representations.base import OutputContext, Representation, _limits, check_duration
 
 #: One row per note of a `GridPiece`, times in grid steps from the start of the file.
 GRID_NOTE_DTYPE = np.dtype(
@@ -166,10 +166,43 @@ class GridRepresentation(Representation):
         """Length of one grid step in seconds at tempo_bpm quarter notes per minute."""
         return 60.0 / float(tempo_bpm) / self.steps_per_quarter
 
-    def read_piece(self, path: str | Path, max_notes: int | None = None, drums: str = "drop") -> GridPiece:
+    def read_piece(self, path: str | Path, limits: dict[str, Any] | None = None) -> GridPiece:
         """Every note of a MIDI file on this grid (the drum policy does not apply: a grid reads
-        the tracks it models, see used_notes)."""
-        return read_grid_notes(path, self.steps_per_quarter, max_notes)
+        the tracks it models, see used_notes), within `limits` (max_notes, max_duration_s and
+        max_memory_mb; default: their defaults). MidiError before any grid is built when its grids
+        would take more than max_memory_mb: a tiny file can ask for an enormous grid (one tick per
+        quarter and a 2^28-tick gap), or when it lasts longer than max_duration_s."""
+        limits = _limits(limits)
+        piece = read_grid_notes(path, self.steps_per_quarter, limits["max_notes"])
+        used = self.used_notes(piece)
+        duration = float(used["offset_step"].max()) * self.step_s(piece.tempo_bpm) if used.shape[0] else 0.0
+        check_duration(str(path), duration, limits)
+        self.check_size(piece, limits["max_memory_mb"])
+        return piece
+
+    def line_steps(self, piece: GridPiece) -> np.ndarray:
+        """The length in steps of every id grid windows() would build (one per line), computed
+        from the note table alone."""
+        raise NotImplementedError
+
+    def work_bytes(self, piece: GridPiece) -> int:
+        """An upper estimate of the memory windows() needs for the piece: per step of every line
+        its ids and the index arrays built beside them, per window its ids and gather indices."""
+        steps = self.line_steps(piece).astype(np.int64)
+        hop = self.hop_bars * self.steps_per_bar
+        n_windows = np.maximum(0, (steps - self.seq_len) // hop + 1)
+        return int((steps * 32 + n_windows * self.seq_len * 20).sum())
+
+    def check_size(self, piece: GridPiece, max_memory_mb: float) -> None:
+        """MidiError when the piece's grids would take more than max_memory_mb."""
+        need_mb = self.work_bytes(piece) / 1e6
+        if need_mb > max_memory_mb:
+            steps = int(self.line_steps(piece).max())
+            raise MidiError(
+                piece.path,
+                f"its grid would be {steps:,} steps ({steps // self.steps_per_bar:,} bars) and take about "
+                f"{need_mb:,.0f} MB, over preprocess.max_memory_mb = {max_memory_mb:g} (an absurd tick gap or tempo?)",
+            )
 
     def used_notes(self, piece: GridPiece) -> np.ndarray:
         """The notes of a piece this representation models."""
@@ -182,13 +215,12 @@ class GridRepresentation(Representation):
     def tokenize_file(self, path: str, limits: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
         """A file's windows, flattened (the store holds each piece as its windows back to back),
         and its index fields; MidiError when there is no usable window."""
-        piece = self.read_piece(path, limits["max_notes"])
+        piece = self.read_piece(path, limits)  # the size checks come before any grid is built
         used = self.used_notes(piece)
         if piece.notes.shape[0] == 0:
             raise MidiError(path, "no notes")
-        windows = self.windows(piece)  # MidiError when there is no drum track / melody, or not 4/4
         duration = float(used["offset_step"].max()) * self.step_s(piece.tempo_bpm) if used.shape[0] else 0.0
-        check_duration(path, duration, limits)
+        windows = self.windows(piece)  # MidiError when there is no drum track / melody, or not 4/4
         if windows.shape[0] == 0:
             raise MidiError(path, no_window_reason(self, piece))
         info = {
@@ -381,6 +413,10 @@ class DrumGrid(GridRepresentation):
     def used_notes(self, piece: GridPiece) -> np.ndarray:
         return piece.notes[piece.notes["is_drum"]]
 
+    def line_steps(self, piece: GridPiece) -> np.ndarray:
+        onset = self.used_notes(piece)["onset_step"]
+        return np.array([self._grid_length(int(onset.max()))] if onset.shape[0] else [], dtype=np.int64)
+
     def onsets(self, windows: np.ndarray) -> np.ndarray:
         return np.asarray(windows, dtype=np.int64) > 0
 
@@ -466,27 +502,48 @@ class MelodyGrid(GridRepresentation):
         pitch[NOTE_ON_BASE:] = np.arange(128)
         return pitch, 0, 127
 
-    def tracks(self, piece: GridPiece) -> list[int]:
-        """The tracks with non-drum notes, the one with the most notes first (then file order).
+    def track_notes(self, piece: GridPiece) -> list[tuple[int, np.ndarray]]:
+        """(track, its non-drum notes in the piece's order) per track that has any, the one with
+        the most notes first (then file order); one pass over the notes however many tracks.
 
         Raises MidiError when there is none or the meter is not accepted."""
-        notes = piece.notes[~piece.notes["is_drum"]]
+        notes = self.used_notes(piece)
         if notes.shape[0] == 0:
             raise MidiError(piece.path, "no melodic (non-drum) notes")
         self._check_meter(piece)
-        ids, counts = np.unique(notes["track"].astype(np.int64), return_counts=True)
-        return [int(t) for t in ids[np.lexsort((ids, -counts))]]
+        track = notes["track"].astype(np.int64)
+        order = np.argsort(track, kind="stable")  # stable: each track keeps the piece's order
+        ids, starts, counts = np.unique(track[order], return_index=True, return_counts=True)
+        return [(int(ids[i]), notes[order[starts[i] : starts[i] + counts[i]]]) for i in np.lexsort((ids, -counts))]
+
+    def tracks(self, piece: GridPiece) -> list[int]:
+        """The tracks with non-drum notes, the one with the most notes first (then file order)."""
+        return [t for t, _ in self.track_notes(piece)]
+
+    def line_steps(self, piece: GridPiece) -> np.ndarray:
+        notes = self.used_notes(piece)
+        if notes.shape[0] == 0:
+            return np.zeros(0, dtype=np.int64)
+        track = notes["track"].astype(np.int64)
+        order = np.argsort(track, kind="stable")
+        _, starts = np.unique(track[order], return_index=True)
+        last = np.maximum(notes["onset_step"], notes["offset_step"] - 1)[order].astype(np.int64)
+        return (np.maximum.reduceat(last, starts) // self.steps_per_bar + 1) * self.steps_per_bar
 
     def melody(self, piece: GridPiece, track: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One track's top line as (onset_step, offset_step, pitch) arrays, sorted, never
         overlapping; the track with the most notes by default. As Magenta's melody extractor does
         per instrument: of the notes starting at one step the highest is kept, and a new onset
         ends the note before it."""
-        order = self.tracks(piece)
-        track = order[0] if track is None else track
-        notes = piece.notes[~piece.notes["is_drum"] & (piece.notes["track"] == track)]
-        if notes.shape[0] == 0:
-            raise MidiError(piece.path, f"no melodic notes in track {track}")
+        groups = self.track_notes(piece)
+        if track is None:
+            return self._top_line(piece, groups[0][1])
+        for t, notes in groups:
+            if t == track:
+                return self._top_line(piece, notes)
+        raise MidiError(piece.path, f"no melodic notes in track {track}")
+
+    def _top_line(self, piece: GridPiece, notes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         onset, offset = self._steps(piece, notes)
         pitch = notes["pitch"].astype(np.int64)
         # highest pitch per onset step: sort by onset, then pitch descending; keep the first
@@ -498,9 +555,12 @@ class MelodyGrid(GridRepresentation):
         offset[:-1] = np.minimum(offset[:-1], onset[1:])
         return onset, offset, pitch
 
-    def _grid_and_sounding(self, piece: GridPiece, track: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """One track's ids and, per step, the pitch sounding there (-1 for a rest)."""
-        onset, offset, pitch = self.melody(piece, track)
+    def _grid_and_sounding(
+        self, piece: GridPiece, track: int | None = None, notes: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One track's ids and, per step, the pitch sounding there (-1 for a rest); the track's
+        notes when given, else those of `track` (default: the one with the most notes)."""
+        onset, offset, pitch = self.melody(piece, track) if notes is None else self._top_line(piece, notes)
         n = self._grid_length(int(max(onset.max(), offset.max() - 1)))
         grid = np.full(n, NO_EVENT, dtype=np.uint16)
         # an offset that meets the next onset needs no NOTE_OFF: the onset ends the note
@@ -519,7 +579,7 @@ class MelodyGrid(GridRepresentation):
         return self._grid_and_sounding(piece)[0]
 
     def _lines(self, piece: GridPiece) -> list[tuple[np.ndarray, Any]]:
-        return [self._grid_and_sounding(piece, t) for t in self.tracks(piece)]
+        return [self._grid_and_sounding(piece, notes=notes) for _, notes in self.track_notes(piece)]
 
     def _window_starts(self, windows: np.ndarray, line: Any, starts: np.ndarray) -> np.ndarray:
         held = line[starts]  # the pitch sounding at each window's first step
