@@ -109,6 +109,8 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "test_ratio": Spec(float, 0.1, 0, 1, hi_open=True),
         "seed": _int(1234, 0),
         "from_metadata": Spec(bool, True),
+        "dedupe": Spec(str, "group", choices=("group", "drop", "off")),
+        "dedupe_by": Spec(str, "file", choices=("file", "notes")),
     },
     "model": {
         "kind": Spec(str, "lstm", choices=("lstm", "musicvae", "ngram")),
@@ -215,13 +217,47 @@ def _cross_checks(p: dict[str, dict[str, Any]]) -> None:
         raise ParamsError(f"preprocess.pitch_min = {pp['pitch_min']} is above preprocess.pitch_max = {pp['pitch_max']}")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping: plain YAML loading keeps
+    the last one silently, so a stage run outside DVC would use a value nobody meant."""
+
+    def get_single_data(self):
+        node = self.get_single_node()
+        if node is None:
+            return None
+        _check_unique_keys(node, ())
+        return self.construct_document(node)
+
+
+def _check_unique_keys(node: yaml.Node, path: tuple[str, ...]) -> None:
+    """Raise ParamsError naming the dotted key and both lines when a mapping repeats a key."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[tuple[str, str], int] = {}
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key = (key_node.tag, key_node.value)
+                line = key_node.start_mark.line + 1
+                if key in seen:
+                    name = ".".join((*path, key_node.value))
+                    raise ParamsError(f"{name} is given twice (lines {seen[key]} and {line}); keep one")
+                seen[key] = line
+                _check_unique_keys(value_node, (*path, key_node.value))
+            else:
+                _check_unique_keys(value_node, path)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_unique_keys(item, (*path, str(i)))
+
+
 def load_params(path: str | Path = "params.yaml", sections: tuple[str, ...] | None = None) -> dict:
-    """Read and validate params.yaml (only `sections` when given)."""
+    """Read and validate params.yaml (only `sections` when given); a key given twice is an error."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except FileNotFoundError:
         raise ParamsError(f"{path}: not found (run from the project root)") from None
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML ({exc})".replace("\n", " ")) from None
+    except ParamsError as exc:
+        raise ParamsError(f"{path}: {exc}") from None
     return validate(raw, sections)

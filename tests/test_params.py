@@ -33,7 +33,14 @@ GOOD = {
         "chord_min_count": 5,
         "fixed_step_quarters": 0.0,
     },
-    "split": {"val_ratio": 0.1, "test_ratio": 0.1, "seed": 1234, "from_metadata": True},
+    "split": {
+        "val_ratio": 0.1,
+        "test_ratio": 0.1,
+        "seed": 1234,
+        "from_metadata": True,
+        "dedupe": "group",
+        "dedupe_by": "file",
+    },
 }
 
 
@@ -110,6 +117,8 @@ def test_wrong_type_raises_params_error_naming_the_key(section, key, value):
         ("data", "workers", -2),
         ("split", "val_ratio", 1.0),
         ("split", "test_ratio", -0.1),
+        ("split", "dedupe", "merge"),
+        ("split", "dedupe_by", "sha1"),
     ],
 )
 def test_out_of_range_value_raises_params_error_naming_the_key(section, key, value):
@@ -165,6 +174,41 @@ def test_load_params_missing_file_and_bad_yaml_raise_params_error(tmp_path):
     bad.write_text("- a list\n")
     with pytest.raises(ParamsError, match="mapping"):
         load_params(bad)
+
+
+DUPLICATED = """\
+split:
+  val_ratio: 0.1
+  test_ratio: 0.1
+  seed: 1234
+  from_metadata: true
+  dedupe: group
+  dedupe_by: file
+  test_ratio: 0.3
+"""
+
+
+def test_a_key_given_twice_is_refused_naming_the_key_and_both_lines(tmp_path):
+    # plain YAML loading keeps the last test_ratio silently: a stage run outside DVC would use it
+    path = tmp_path / "params.yaml"
+    path.write_text(DUPLICATED, encoding="utf-8")
+    with pytest.raises(ParamsError) as info:
+        load_params(path, sections=("split",))
+    message = str(info.value)
+    assert "split.test_ratio" in message and "lines 3 and 8" in message and str(path) in message
+    assert "\n" not in message
+
+
+def test_a_section_given_twice_is_refused_too(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(DUPLICATED.replace("  test_ratio: 0.3\n", "") + "split:\n  seed: 1\n", encoding="utf-8")
+    with pytest.raises(ParamsError, match=r"\bsplit is given twice \(lines 1 and 8\)"):
+        load_params(path, sections=("split",))
+
+
+def test_the_same_key_in_two_sections_is_no_duplicate():
+    params = load_params(PROJECT_ROOT / "params.yaml")  # seed is a key of split, train and generate
+    assert {params[s]["seed"] for s in ("split", "train", "generate")} == {1234, 42, 7}
 
 
 def test_the_shipped_params_yaml_holds_exactly_the_schema_defaults():
