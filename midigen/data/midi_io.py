@@ -3,11 +3,19 @@
 Reading uses symusic (a C++ parser, ~100x faster than pretty_midi); tick times are turned
 into seconds here in float64 through the tempo map, so long pieces keep sub-millisecond
 precision. Writing uses pretty_midi, the object model the rest of the ecosystem knows.
+
+symusic (like pretty_midi) drops every note-on that no note-off ends, which is how many drum
+files are written, and reads a set-tempo event of the wrong length as whatever bytes follow it.
+A file where either may have happened is walked a second time by our own event scanner
+(scan_events): hanging notes get an end (see HANGING_DRUM_QUARTERS) and a malformed tempo event
+rejects the file with the reason.
 """
 
 from __future__ import annotations
 
 import os
+from bisect import bisect_right
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,16 +91,17 @@ class TickNotes:
 def read_tick_notes(path: str | Path, max_notes: int | None = None) -> TickNotes:
     """Parse a MIDI file with symusic; all tracks' notes in ticks, unsorted.
 
-    Raises MidiError with the reason when the file cannot be parsed or exceeds max_notes.
+    Note-ons that no note-off ends count too (see scan_events). Raises MidiError with the reason
+    when the file cannot be parsed, has a malformed set-tempo event or exceeds max_notes.
     """
     from symusic import Score
 
     path = Path(path)
     try:
-        if path.stat().st_size == 0:
+        data = path.read_bytes()
+        if not data:
             raise MidiError(path, "empty file")
-        # symusic guesses the format from the suffix and knows only .mid/.MID/.midi/.MIDI
-        score = Score.from_file(str(path), ttype="tick", fmt="midi")
+        score = Score.from_midi(data)
     except MidiError:
         raise
     except OSError as exc:
@@ -104,11 +113,12 @@ def read_tick_notes(path: str | Path, max_notes: int | None = None) -> TickNotes
     if tpq <= 0:
         raise MidiError(path, f"invalid ticks-per-quarter {tpq}")
     cols, counts, programs, drums = [], [], [], []
-    total = 0
+    total, empty_drums = 0, False
     for track in score.tracks:
         c = track.notes.numpy()
         n = c["time"].shape[0]
         if n == 0:
+            empty_drums = empty_drums or track.is_drum
             continue
         total += n
         if max_notes is not None and total > max_notes:
@@ -117,6 +127,10 @@ def read_tick_notes(path: str | Path, max_notes: int | None = None) -> TickNotes
         counts.append(n)
         programs.append(track.program)
         drums.append(track.is_drum)
+    if _needs_scan(data, total, empty_drums):
+        scanned = scan_events(data, path, max_notes)
+        if scanned is not None and scanned.hanging:
+            return TickNotes(score=score, tpq=tpq, **scanned.columns())
 
     def cat(key: str) -> np.ndarray:
         return np.concatenate([c[key] for c in cols]).astype(np.int64) if cols else np.zeros(0, np.int64)
@@ -133,6 +147,201 @@ def read_tick_notes(path: str | Path, max_notes: int | None = None) -> TickNotes
         is_drum=np.repeat(np.asarray(drums, dtype=bool), counts),
         track=np.repeat(np.arange(len(counts), dtype=np.int64), counts),
     )
+
+
+# -- our own event scanner: note-ons without note-offs, malformed tempo events -----------------
+
+#: how long a drum hit without a note-off lasts (a 32nd note; never past the next event of that
+#: drum): drum sounds are one-shots, so many drum files never send note-offs
+HANGING_DRUM_QUARTERS = 1 / 8
+#: MIDI channel 10 (0-based 9) is the General MIDI drum channel
+DRUM_CHANNEL = 9
+#: above this many file bytes per note symusic found, its notes do not explain the file's events
+#: and the file is scanned for note-ons without note-offs (chorales take 11-13 bytes per note; a
+#: note-on and its note-off take at least 6)
+SCAN_BYTES_PER_NOTE = 24
+
+
+def _needs_scan(data: bytes, notes: int, empty_drums: bool) -> bool:
+    """Whether symusic may have dropped note-ons without note-offs, or read a set-tempo event
+    whose length is not 3.
+
+    Scanning costs ~30x symusic's parse (pure Python), so only a suspect file is scanned: no
+    notes at all, a drum track without notes (drum hits without note-offs leave one behind),
+    fewer notes than the file's size suggests, or the bytes of a set-tempo event of another
+    length (found at C speed). A few hanging notes among many good ones may go unnoticed.
+    """
+    if notes == 0 or empty_drums or len(data) > SCAN_BYTES_PER_NOTE * notes:
+        return True
+    i = data.find(b"\xff\x51")
+    while i >= 0:
+        if data[i + 2 : i + 3] != b"\x03":  # or a coincidence in other bytes: the scan decides
+            return True
+        i = data.find(b"\xff\x51", i + 2)
+    return False
+
+
+@dataclass
+class ScannedNotes:
+    """Notes found by scan_events, one list entry per note; hanging = how many had no note-off."""
+
+    start_tick: list[int]
+    end_tick: list[int]
+    pitch: list[int]
+    velocity: list[int]
+    program: list[int]
+    is_drum: list[bool]
+    track: list[int]
+    hanging: int = 0
+    note_ons: int = 0
+
+    def columns(self) -> dict[str, np.ndarray]:
+        cols = {k: np.asarray(getattr(self, k), dtype=np.int64) for k in ("start_tick", "end_tick", "pitch")}
+        cols |= {k: np.asarray(getattr(self, k), dtype=np.int64) for k in ("velocity", "program", "track")}
+        cols["is_drum"] = np.asarray(self.is_drum, dtype=bool)
+        return cols
+
+
+class _Malformed(Exception):
+    """The bytes do not parse as MIDI events: symusic's reading of the file stands."""
+
+
+def _vlq(data: bytes, i: int, end: int) -> tuple[int, int]:
+    value = 0
+    for _ in range(4):
+        if i >= end:
+            raise _Malformed
+        b = data[i]
+        i += 1
+        value = (value << 7) | (b & 0x7F)
+        if b < 0x80:
+            return value, i
+    raise _Malformed
+
+
+def scan_events(data: bytes, path: str | Path = "<bytes>", max_notes: int | None = None) -> ScannedNotes | None:
+    """Every note of a standard MIDI file's bytes, read event by event, including note-ons that
+    no note-off ends. None when the bytes do not parse (the caller keeps symusic's reading).
+
+    Pairing is symusic's: a note-off (or a note-on of velocity 0) ends the earliest sounding
+    note of its channel and pitch. A note still sounding at the end of its track ends at the
+    next note-on or note-off of that pitch on its channel; a drum (channel 10) lasts at most
+    HANGING_DRUM_QUARTERS; a pitched note with nothing after it lasts to the end of its track.
+    A track is a (chunk, channel, program) triple, as symusic splits them, numbered in that order.
+    Raises MidiError for a set-tempo event whose length is not 3 bytes (its tempo would be
+    whatever bytes follow it), or for more than max_notes note-ons.
+    """
+    if len(data) < 14 or data[:4] != b"MThd":
+        return None
+    tpq = int.from_bytes(data[12:14], "big")
+    if tpq == 0 or tpq & 0x8000:  # SMPTE time: symusic's reading stands
+        return None
+    drum_ticks = max(1, round(tpq * HANGING_DRUM_QUARTERS))
+    out = ScannedNotes([], [], [], [], [], [], [])
+    tracks: dict[tuple[int, int, int], int] = {}
+    pos, chunk_no = 8 + int.from_bytes(data[4:8], "big"), 0
+    try:
+        while pos + 8 <= len(data):
+            kind, length = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "big")
+            start, pos = pos + 8, pos + 8 + length
+            if kind == b"MTrk":
+                _scan_track(data, start, min(pos, len(data)), chunk_no, drum_ticks, tracks, out, path, max_notes)
+                chunk_no += 1
+    except _Malformed:
+        return None
+    order = {key: n for n, key in enumerate(sorted(tracks))}
+    number = {tracks[key]: order[key] for key in tracks}
+    out.track = [number[t] for t in out.track]
+    return out
+
+
+def _scan_track(
+    data: bytes,
+    i: int,
+    end: int,
+    chunk_no: int,
+    drum_ticks: int,
+    tracks: dict[tuple[int, int, int], int],
+    out: ScannedNotes,
+    path: str | Path,
+    max_notes: int | None,
+) -> None:
+    """One MTrk chunk's events into out (see scan_events)."""
+    tick, running = 0, 0
+    program = [0] * 16
+    sounding: dict[tuple[int, int], deque] = {}  # (channel, pitch) -> (tick, velocity, program) of open notes
+    events: dict[tuple[int, int], list[int]] = {}  # (channel, pitch) -> ticks of its note-ons and note-offs
+
+    def add(channel: int, pitch: int, on: int, off: int, velocity: int, prog: int) -> None:
+        out.track.append(tracks.setdefault((chunk_no, channel, prog), len(tracks)))
+        out.start_tick.append(on)
+        out.end_tick.append(off)
+        out.pitch.append(pitch)
+        out.velocity.append(velocity)
+        out.program.append(prog)
+        out.is_drum.append(channel == DRUM_CHANNEL)
+
+    while i < end:
+        delta, i = _vlq(data, i, end)
+        tick += delta
+        if i >= end:
+            break
+        status = data[i]
+        if status >= 0x80:
+            i += 1
+        elif running:  # running status: the previous channel message's status byte is implied
+            status = running
+        else:
+            raise _Malformed
+        if status == 0xFF:
+            if i >= end:
+                raise _Malformed
+            kind = data[i]
+            length, i = _vlq(data, i + 1, end)
+            i += length
+            if kind == 0x2F:
+                break
+            if kind == 0x51 and length != 3:
+                raise MidiError(path, f"set-tempo event at tick {tick} has {length} data bytes, not 3 (a broken file)")
+            continue
+        if status in (0xF0, 0xF7):
+            length, i = _vlq(data, i, end)
+            i += length
+            continue
+        if status > 0xF0:  # system common and real-time messages do not belong in a file
+            raise _Malformed
+        running = status
+        kind, channel = status & 0xF0, status & 0x0F
+        width = 1 if kind in (0xC0, 0xD0) else 2
+        if i + width > end or any(b >= 0x80 for b in data[i : i + width]):
+            raise _Malformed
+        if kind == 0xC0:
+            program[channel] = data[i]
+        elif kind in (0x80, 0x90):
+            pitch, velocity = data[i], data[i + 1]
+            events.setdefault((channel, pitch), []).append(tick)
+            if kind == 0x90 and velocity > 0:
+                out.note_ons += 1
+                if max_notes is not None and out.note_ons > max_notes:
+                    raise MidiError(path, f"more than {max_notes} notes (preprocess.max_notes)")
+                sounding.setdefault((channel, pitch), deque()).append((tick, velocity, program[channel]))
+            else:
+                opened = sounding.get((channel, pitch))
+                if opened:
+                    on, vel, prog = opened.popleft()
+                    add(channel, pitch, on, tick, vel, prog)
+        i += width
+    for (channel, pitch), opened in sounding.items():
+        ticks = events[(channel, pitch)]
+        for on, vel, prog in opened:
+            j = bisect_right(ticks, on)
+            nxt = ticks[j] if j < len(ticks) else None
+            if channel == DRUM_CHANNEL:
+                off = on + drum_ticks if nxt is None else min(on + drum_ticks, nxt)
+            else:
+                off = tick if nxt is None else nxt
+            add(channel, pitch, on, max(off, on + 1), vel, prog)
+            out.hanging += 1
 
 
 def read_notes(path: str | Path, max_notes: int | None = None, tempo_bpm: float | None = None) -> np.ndarray:
@@ -211,5 +420,9 @@ def write_midi(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    pm.write(str(tmp))
-    os.replace(tmp, path)
+    try:
+        pm.write(str(tmp))
+        os.replace(tmp, path)  # e.g. IsADirectoryError when path is a folder
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # no half-written file is left behind
+        raise
