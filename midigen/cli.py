@@ -2,11 +2,16 @@
 
 Representation params come from params.yaml (the `preprocess` section) when it exists, and
 flags override them, so the CLI shows exactly what the pipeline would produce.
+
+A user mistake (a bad flag, an unreadable input, an output that cannot be written or would mix
+with older files) is one `error:` line and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -29,8 +34,69 @@ SAMPLE_FLAGS = {
 }
 
 
+#: the largest integer a flag takes: seeds and step counts go to torch as 64-bit integers, where
+#: a larger one fails deep inside with an overflow
+INT_FLAG_MAX = 2**63 - 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one `error:` line like every other user error (argparse
+    prints the whole usage first); --help still shows it."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _integer(text: str) -> int:
+    """argparse type of the integer flags: digits only, within INT_FLAG_MAX; 1e22 or 2.5 is an
+    error saying so (int() would call it just 'invalid')."""
+    digits = text.strip()
+    if re.fullmatch(r"[+-]?[0-9]+", digits):
+        if len(digits.lstrip("+-")) > 19 or abs(int(digits)) > INT_FLAG_MAX:
+            raise argparse.ArgumentTypeError(f"{text!r} is too large (at most {INT_FLAG_MAX})")
+        return int(digits)
+    try:
+        float(digits)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    raise argparse.ArgumentTypeError(f"{text!r} is not an integer (write it in digits, without a point or exponent)")
+
+
 def _flag(key: str) -> str:
     return "--" + key.replace("_", "-")
+
+
+def check_out_folder(out: str | Path, force: bool) -> Path:
+    """The --out folder of sample/interpolate/reconstruct, checked before any file is written:
+    not a file, writable, and empty or new unless --force (then files of the same names are
+    replaced and the others stay). Nothing is created here."""
+    out = Path(out)
+    if out.exists():
+        if not out.is_dir():
+            raise ParamsError(f"--out {out}: is a file, not a folder")
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise ParamsError(f"--out {out}: cannot write in this folder (permission denied)")
+        entries = sum(1 for _ in out.iterdir())
+        if entries and not force:
+            raise ParamsError(
+                f"--out {out}: folder is not empty ({entries} entries); new files would mix with them. "
+                "Choose a new folder, or pass --force to write into it"
+            )
+        return out
+    _check_creatable(out)
+    return out
+
+
+def _check_creatable(out: Path) -> None:
+    """ParamsError unless `out` (which does not exist) can be created: its nearest existing
+    parent must be a folder we may write in."""
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ParamsError(f"--out {out}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ParamsError(f"--out {out}: cannot create it in {parent} (permission denied)")
 
 
 def _default_help(section: str, key: str, what: str) -> str:
@@ -42,7 +108,11 @@ def _add_rep_flags(p: argparse.ArgumentParser) -> None:
     for key in REP_FLAGS:
         kind = SCHEMA["preprocess"][key].kind
         p.add_argument(
-            _flag(key), dest=key, type=kind, default=None, help=_default_help("preprocess", key, "representation")
+            _flag(key),
+            dest=key,
+            type=_integer if kind is int else kind,
+            default=None,
+            help=_default_help("preprocess", key, "representation"),
         )
     p.add_argument(
         "--drums", choices=("drop", "keep"), default=None, help=_default_help("preprocess", "drums", "drum notes")
@@ -102,20 +172,48 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_tokens(path: Path) -> list[str]:
+    """The whitespace-separated tokens of a text file (a UTF-8 byte order mark, as some editors
+    write, is dropped); MidigenError for a file that is no text or holds no token."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise MidigenError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise MidigenError(
+            f"{path}: not a text file of tokens (byte {exc.start} is not UTF-8); tokenize turns a MIDI file into one"
+        ) from None
+    if "\x00" in text:
+        raise MidigenError(f"{path}: not a text file of tokens (it holds NUL bytes)")
+    tokens = text.split()
+    if not tokens:
+        raise MidigenError(f"{path}: no tokens (the file is empty)")
+    return tokens
+
+
 def cmd_detokenize(args: argparse.Namespace) -> int:
     params = _preprocess_params(args)
     rep = _representation(args, params)
-    path = Path(args.tokens)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise MidigenError(f"{path}: cannot read ({exc.strerror})") from None
-    tokens = text.split()
+    path, out = Path(args.tokens), Path(args.out)
+    if out.is_dir():
+        raise ParamsError(f"--out {out}: is a folder; give the .mid file to write, e.g. {out / 'piece.mid'}")
+    if out.exists() and path.exists() and out.samefile(path):
+        raise ParamsError(f"--out {out}: is the tokens file itself; writing MIDI there would destroy it")
+    if not out.exists():
+        _check_creatable(out)
+    elif not os.access(out.parent, os.W_OK | os.X_OK):  # the file is replaced through a new one beside it
+        raise ParamsError(f"--out {out}: cannot write in {out.parent} (permission denied)")
+    tokens = read_tokens(path)
     try:
         ids = rep.tokens_to_ids(tokens)
     except MidigenError as exc:
         raise MidigenError(f"{path}: {exc}") from None
-    notes = rep.write_midi(ids, args.out)
+    try:
+        notes = rep.write_midi(ids, out)
+    except OSError as exc:
+        raise MidigenError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
     print(
         f"wrote {args.out}: {len(notes)} notes, {float(notes['end_s'].max()) if len(notes) else 0:.1f} s",
         file=sys.stderr,
@@ -150,12 +248,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
             f" (it takes: {', '.join(_flag(k) for k in sorted(family.controls))})"
         )
     request = request_from(g, greedy=args.greedy, primer=args.primer)
+    check_out_folder(args.out, args.force)  # before sampling, which is the slow part
     seqs = sample(loaded, request)
     # exactly what the generate stage writes for the same params: same tempo, key and program
     paths = write_pieces(seqs, loaded.rep, args.out, clear=False, context=context_from(g))
     for path, ids in zip(paths, seqs, strict=True):
         print(f"{path}  ({len(ids)} tokens)")
     return 0
+
+
+#: interpolate's --steps at most: as many files as generate.num_files allows
+MAX_INTERPOLATION_STEPS = 1024
 
 
 def _check_vae_flags(args: argparse.Namespace) -> None:
@@ -178,10 +281,11 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     from midigen.generation.latent import file_window, interpolate_windows, load_latent
 
     _check_vae_flags(args)
-    if args.steps < 2:
-        raise ParamsError(f"--steps = {args.steps}: at least 2 (both ends are included)")
+    if not 2 <= args.steps <= MAX_INTERPOLATION_STEPS:
+        raise ParamsError(f"--steps = {args.steps}: 2 to {MAX_INTERPOLATION_STEPS} (both ends are included)")
     loaded = load_latent(args.checkpoint, args.device)
     (a, tempo), (b, _) = file_window(args.a, loaded.rep, args.bar), file_window(args.b, loaded.rep, args.bar)
+    check_out_folder(args.out, args.force)
     seq = interpolate_windows(loaded.model, a, b, args.steps, args.temperature, args.seed, loaded.device)
     for path in _write(seq, loaded, args, "interp", args.tempo or tempo):
         print(path)
@@ -194,6 +298,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     _check_vae_flags(args)
     loaded = load_latent(args.checkpoint, args.device)
     window, tempo = file_window(args.midi, loaded.rep, args.bar)
+    check_out_folder(args.out, args.force)  # once: the second write below goes beside the first
     out = reconstruct(loaded.model, window[None], args.temperature, args.seed, loaded.device)
     _write(window[None], loaded, args, "original", args.tempo or tempo)
     path = _write(out, loaded, args, "reconstruction", args.tempo or tempo)[0]
@@ -206,7 +311,7 @@ def _add_vae_flags(p: argparse.ArgumentParser, temperature: float) -> None:
     p.add_argument("--checkpoint", default="models/best.pt", help="a MusicVAE checkpoint (default: models/best.pt)")
     p.add_argument(
         "--bar",
-        type=int,
+        type=_integer,
         default=None,
         help="use the window starting at this bar, from 1 (default: the first usable one)",
     )
@@ -214,13 +319,22 @@ def _add_vae_flags(p: argparse.ArgumentParser, temperature: float) -> None:
         "--temperature", type=float, default=temperature, help=f"0 = most likely step (default {temperature:g})"
     )
     p.add_argument("--tempo", type=float, default=None, help="quarter notes per minute (default: the first file's)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=_integer, default=0, help="random seed (default 0)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run (default: auto)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (new or empty, unless --force)")
+    _add_force_flag(p)
+
+
+def _add_force_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="write into an --out folder that is not empty (files of the same names are replaced, others kept)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m midigen", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="python -m midigen", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("tokenize", help="print a MIDI file's tokens, one per line")
@@ -243,10 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="params.yaml",
         help="params file whose generate section gives the defaults (default: params.yaml)",
     )
-    p.add_argument("--num-files", type=int, default=None, help=_default_help("generate", "num_files", "pieces"))
+    p.add_argument("--num-files", type=_integer, default=None, help=_default_help("generate", "num_files", "pieces"))
     p.add_argument(
         "--max-steps",
-        type=int,
+        type=_integer,
         default=None,
         help=_default_help("generate", "max_steps", "new tokens per piece at most"),
     )
@@ -255,29 +369,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--top-k",
-        type=int,
+        type=_integer,
         default=None,
         help=_default_help("generate", "top_k", "keep the k most likely tokens; 0 = all"),
     )
     p.add_argument("--top-p", type=float, default=None, help=_default_help("generate", "top_p", "nucleus sampling"))
-    p.add_argument("--seed", type=int, default=None, help=_default_help("generate", "seed", "random seed"))
+    p.add_argument("--seed", type=_integer, default=None, help=_default_help("generate", "seed", "random seed"))
     p.add_argument(
         "--tempo", type=float, default=None, help=_default_help("generate", "tempo", "quarter notes per minute")
     )
     p.add_argument("--key", default=None, help=_default_help("generate", "key", "key signature of score-time output"))
     p.add_argument(
-        "--program", type=int, default=None, help=_default_help("generate", "program", "General MIDI program")
+        "--program", type=_integer, default=None, help=_default_help("generate", "program", "General MIDI program")
     )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run (default: auto)")
     p.add_argument("--greedy", action="store_true", help="always take the most likely token (default: sample)")
     p.add_argument("--primer", default=None, help="a MIDI file to continue: its tokens are the prompt (default: none)")
-    p.add_argument("--out", required=True, help="output folder (sample_NN.mid and .txt)")
+    p.add_argument("--out", required=True, help="output folder (sample_NN.mid and .txt; new or empty, unless --force)")
+    _add_force_flag(p)
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("interpolate", help="MusicVAE: walk the latent space from one MIDI file's window to another's")
     p.add_argument("a", help="first .mid file (its first usable window, or --bar)")
     p.add_argument("b", help="second .mid file")
-    p.add_argument("--steps", type=int, default=5, help="points including both ends (default 5)")
+    p.add_argument("--steps", type=_integer, default=5, help="points including both ends (default 5, at most 1024)")
     _add_vae_flags(p, temperature=0.0)
     p.set_defaults(func=cmd_interpolate)
 

@@ -26,8 +26,11 @@ def write_pieces(
 ) -> list[Path]:
     """Write <prefix>_NN.mid (rep.write_midi with `context`) and <prefix>_NN.txt (tokens, one per
     line) per id sequence. clear empties out_dir first; either way no <prefix>_NN file of a longer
-    earlier run is left behind."""
+    earlier run is left behind. Whether other files may stay beside them is the caller's policy
+    (the generate stage clears its folder; the CLI wants a new or empty one unless --force).
+    A folder that cannot be written is a MidigenError naming it."""
     out_dir = Path(out_dir)
+    paths = []
     try:
         if clear and out_dir.exists():
             shutil.rmtree(out_dir)
@@ -36,14 +39,13 @@ def write_pieces(
         for old in out_dir.iterdir():
             if pattern.fullmatch(old.name):
                 old.unlink()
+        for i, ids in enumerate(seqs):
+            stem = out_dir / f"{prefix}_{i:02d}"
+            rep.write_midi(ids, stem.with_suffix(".mid"), context)
+            stem.with_suffix(".txt").write_text("\n".join(rep.ids_to_tokens(ids)) + "\n", encoding="utf-8")
+            paths.append(stem.with_suffix(".mid"))
     except OSError as exc:
         raise MidigenError(f"{out_dir}: cannot write there ({exc.strerror or exc})") from None
-    paths = []
-    for i, ids in enumerate(seqs):
-        stem = out_dir / f"{prefix}_{i:02d}"
-        rep.write_midi(ids, stem.with_suffix(".mid"), context)
-        stem.with_suffix(".txt").write_text("\n".join(rep.ids_to_tokens(ids)) + "\n", encoding="utf-8")
-        paths.append(stem.with_suffix(".mid"))
     return paths
 
 
