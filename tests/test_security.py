@@ -148,6 +148,7 @@ def test_sample_writes_only_inside_its_out_folder_and_keeps_existing_files(tmp_p
         "cpu",
         "--out",
         str(out),
+        "--force",  # the folder is not empty: without --force the CLI refuses to mix files
         cwd=work,
     )
     assert proc.returncode == 0, proc.stderr
