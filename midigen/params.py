@@ -168,6 +168,9 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "max_audio_seconds": _pos(30, 3600),
         "reference_pieces": _int(3, 0, 20),
     },
+    "tracking": {
+        "on_error": Spec(str, "fail", choices=("fail", "warn")),
+    },
 }
 
 

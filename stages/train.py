@@ -1,7 +1,9 @@
 """Stage train: token store + split -> models/best.pt, models/last.pt, metrics/train.json,
 metrics/train_curve.csv; one MLflow run with per-epoch loss and perplexity. With train.nproc > 1
-it re-runs itself under torchrun (DDP); rank 0 alone logs, checkpoints and writes metrics."""
+it re-runs itself under torchrun (DDP); rank 0 alone logs, checkpoints and writes metrics.
+The MLflow store is checked first, before data is read or workers are launched (tracking.on_error)."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -15,13 +17,16 @@ from midigen.params import load_params
 from midigen.training import distributed
 from midigen.training.devices import pick_device
 from midigen.training.loop import train_model, training_summary
-from midigen.training.tracking import no_run, start_run
+from midigen.training.tracking import no_run, preflight
 
 MODELS = Path("models")
 
 
 def main() -> int | None:
     params = load_params()
+    # a store that does not answer or cannot be written fails (or is given up) in seconds, not
+    # after the training; of torchrun's workers only rank 0 logs (the launcher checked already)
+    tracker = preflight(params["tracking"]["on_error"]) if os.environ.get("RANK", "0") == "0" else None
     data = load_split_data()
     device_type = pick_device(params["train"]["device"]).type  # no CUDA: one error, before launching
     code = distributed.launch(params["train"]["nproc"], params["train"]["threads"], device_type)
@@ -36,7 +41,7 @@ def main() -> int | None:
         print(f"train: {len(train_data):,} {family.unit}, val: {len(val_data):,} {family.unit}, vocab {len(rep.vocab)}")
     tags = {"dataset_fingerprint": data_fp, "data_source": params["data"]["source"]}
     logged = {k: params[k] for k in ("data", "preprocess", "split", "model", "train")}
-    with start_run(logged, tags) if world.is_main else no_run() as run:
+    with tracker.start_run(logged, tags) if world.is_main and tracker else no_run() as run:
         result = train_model(
             rep,
             train_data,

@@ -9,12 +9,16 @@ import re
 import sqlite3
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from conftest import VENV_BIN
 from test_interruption import make_tiny_repo, run
 
-pytestmark = pytest.mark.pipeline
+pytestmark = [
+    pytest.mark.pipeline,
+    pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning"),  # inside mlflow
+]
 
 DVC = str(VENV_BIN / "dvc")
 # none equals the baseline lr (TINY_TRAIN 0.003): that experiment would be up to date, with no run
@@ -121,7 +125,42 @@ def test_mlflow_in_the_parent_repo_has_three_finished_tagged_runs(queued):
 
 def test_no_stray_mlflow_store_inside_the_queue_workspaces(queued):
     root = queued["root"]
-    stray = [p for p in (root / ".dvc").rglob("mlflow.db")]
+    stray = [p for p in (root / ".dvc").rglob("mlflow.db")] + [p for p in (root / ".dvc").rglob("mlruns")]
+    assert not stray, stray
+
+
+def run_artifacts(root: Path, run_id: str) -> list[str]:
+    """What MLflow lists for the run, read from the repo's own mlflow.db."""
+    from mlflow import MlflowClient
+
+    return [a.path for a in MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}").list_artifacts(run_id)]
+
+
+def test_each_queued_run_keeps_best_pt_in_the_repos_mlartifacts(queued):
+    root = queued["root"]
+    with sqlite3.connect(root / "mlflow.db") as db:
+        tagged = dict(db.execute("select value, run_uuid from tags where key = 'dvc_exp_name'").fetchall())
+    for name in queued["names"].values():
+        run_id = tagged[name]
+        assert run_artifacts(root, run_id) == ["best.pt"], name
+        assert (root / "mlartifacts" / run_id / "artifacts" / "best.pt").is_file(), name
+
+
+def test_a_temp_or_queued_first_experiment_keeps_best_pt_in_the_repos_mlartifacts(tmp_path, chorale_paths):
+    # the first MLflow run of the repo comes from a temporary copy: the experiment it creates must
+    # not keep its artifacts in that copy (DVC deletes it), nor must the runs after it
+    root = tmp_path / "repo"
+    env = make_tiny_repo(root, tmp_path / "home", chorale_paths, corpus=CORPUS)
+    run([DVC, "exp", "run", "--temp", "train", "-S", "train.lr=0.002"], root, env, timeout=300)
+    run([DVC, "exp", "run", "--queue", "train", "-S", "train.lr=0.004"], root, env)
+    run([DVC, "exp", "run", "--run-all"], root, env, timeout=300)
+    with sqlite3.connect(root / "mlflow.db") as db:
+        runs = db.execute("select run_uuid, status from runs order by start_time").fetchall()
+    assert [status for _, status in runs] == ["FINISHED", "FINISHED"], runs
+    for run_id, _ in runs:
+        assert run_artifacts(root, run_id) == ["best.pt"], run_id
+        assert (root / "mlartifacts" / run_id / "artifacts" / "best.pt").is_file(), run_id
+    stray = [p for p in (root / ".dvc").rglob("mlruns")]
     assert not stray, stray
 
 

@@ -1,21 +1,59 @@
 """MLflow tracking: one run per execution of the train stage.
 
-Default store: SQLite at the repository root (mlflow.db) with artifacts in mlartifacts/, both
-git-ignored. Queued DVC experiments run in a temporary copy of the repo; DVC_ROOT points back
-at the real root, so every run lands in the same database. MLFLOW_TRACKING_URI overrides all
-of this (e.g. a shared tracking server).
+Where things go. Default store: SQLite at the repository root (mlflow.db) with artifacts in
+mlartifacts/ next to it, both git-ignored. Queued and --temp DVC experiments run in a temporary
+copy of the repo that DVC deletes afterwards; DVC_ROOT points back at the real root, so every
+run's database rows and artifacts land there. MLFLOW_TRACKING_URI overrides the store (e.g. a
+shared tracking server); relative paths in it are read from the root too. midigen talks to
+MLflow through an MlflowClient only: mlflow.set_tracking_uri() would export MLFLOW_TRACKING_URI
+and make the default store look like a user's choice. The experiment is created with an explicit
+artifact location (MLflow's default is ./mlruns of the current folder: inside the temporary
+copy); a tracking server keeps its own artifact store.
+
+Faults. `preflight` checks the store in seconds, before any data is read: a server that does not
+answer, a database file that is not one, an artifact folder that cannot be written. Each is one
+line naming the store; tracking.on_error decides whether that stops the stage (fail) or the
+training goes on without logging (warn). Once training runs, a logging failure never stops it:
+one warning, no more logging for that run, and the run ends FAILED with a tag saying why (when
+the store takes that last write; otherwise a warning names the run left behind).
 """
 
 from __future__ import annotations
 
 import os
+import re
+import socket
+import sqlite3
 import subprocess
+import tempfile
 import time
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
+
+from midigen.errors import MidigenError
 
 EXPERIMENT = "midigen"
+#: how long the up-front probe waits for a server or a database host to answer
+PROBE_TIMEOUT_S = 5
+#: MLflow's own HTTP defaults (7 retries, backoff factor 2, 120 s timeout) let one call to a
+#: server that went away block training for minutes; these apply unless the user set them
+HTTP_SETTINGS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+#: set by a preflight that gave up logging, so torchrun's workers inherit the decision
+DISABLED_ENV = "MIDIGEN_TRACKING_DISABLED"
+SQLITE_HEADER = b"SQLite format 3\x00"
+DB_PORTS = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "mssql": 1433}
+
+
+class TrackingError(MidigenError):
+    """The MLflow store cannot be used (unreachable, not a database, artifacts not writable)."""
 
 
 def repo_root() -> Path:
@@ -23,7 +61,72 @@ def repo_root() -> Path:
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+    """MLFLOW_TRACKING_URI with relative local paths anchored at the repository root, or the
+    default SQLite file there."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if not uri:
+        return f"sqlite:///{repo_root() / 'mlflow.db'}"
+    if uri.startswith("sqlite:///"):
+        path = uri[len("sqlite:///") :]
+        if path and not path.startswith("/") and not path.startswith(":memory:"):
+            return f"sqlite:///{repo_root() / path}"
+        return uri
+    if not urlparse(uri).scheme:  # a plain folder: MLflow's file store
+        return (repo_root() / uri).resolve().as_uri()
+    return uri
+
+
+def _redact(uri: str) -> str:
+    """A URI fit to print: no password."""
+    return re.sub(r"(//[^/:@]*):[^@/]*@", r"\1:***@", uri)
+
+
+@dataclass(frozen=True)
+class Store:
+    """Where runs are logged, and what kind of store that is."""
+
+    uri: str
+
+    @property
+    def scheme(self) -> str:
+        return urlparse(self.uri).scheme.split("+")[0].lower()
+
+    @property
+    def kind(self) -> str:
+        if self.scheme in ("http", "https"):
+            return "http"
+        if self.scheme == "sqlite":
+            return "sqlite"
+        if self.scheme in DB_PORTS:
+            return "database"
+        return "other"  # file store, databricks, a plugin's scheme
+
+    @property
+    def db_path(self) -> Path | None:
+        if self.kind != "sqlite":
+            return None
+        path = unquote(self.uri[len("sqlite:///") :].split("?")[0])
+        return Path(path) if path and not path.startswith(":memory:") else None
+
+    @property
+    def is_default(self) -> bool:
+        return not os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+
+    def describe(self) -> str:
+        if self.db_path is not None:
+            return f"MLflow database {self.db_path}"
+        if self.kind == "http":
+            return f"MLflow tracking server {_redact(self.uri)}"
+        return f"MLflow store {_redact(self.uri)}"
+
+    def artifact_location(self) -> str | None:
+        """Where a new experiment keeps artifacts: next to a SQLite file; under the repository
+        root for a database midigen talks to directly; None: the server's (or store's) own."""
+        if self.db_path is not None:
+            return (self.db_path.parent / "mlartifacts").as_uri()
+        if self.kind == "database":
+            return (repo_root() / "mlartifacts").as_uri()
+        return None
 
 
 def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -46,29 +149,100 @@ def git_commit() -> str:
         return "unknown"
 
 
-class Run:
-    """Thin wrapper so the training code does not depend on MLflow's module-level state."""
+def short_reason(exc: BaseException) -> str:
+    """One line for an MLflow, requests or SQLite error (theirs span many lines)."""
+    text = " ".join(str(exc).split())
+    for pattern, reason in (
+        (r"Connection refused", "connection refused (nothing listens there)"),
+        (r"timed out|Timeout", "no answer (timed out)"),
+        (r"Name or service not known|nodename nor servname|getaddrinfo failed|Failed to resolve", "unknown host"),
+        (r"database is locked", "database is locked"),
+        (r"file is not a database", "not an SQLite database (corrupt or overwritten?)"),
+        (r"malformed", "damaged (database disk image is malformed)"),
+        (r"readonly database|read-only", "read-only"),
+        (r"no such table", "its tables are gone (the file was deleted or replaced?)"),
+        (r"unable to open database file", "cannot open the file"),
+    ):
+        if re.search(pattern, text, re.IGNORECASE):
+            return reason
+    text = text or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
 
-    def __init__(self, mlflow_module):
-        self._mlflow = mlflow_module
+
+def _is_local(location: str) -> bool:
+    return urlparse(location).scheme in ("", "file")
+
+
+def _local_path(location: str) -> Path:
+    parsed = urlparse(location)
+    return Path(unquote(parsed.path) if parsed.scheme == "file" else location)
+
+
+def _in_temp_experiment(path: Path) -> bool:
+    """Inside a folder DVC deletes: .dvc/tmp (its temporary experiment copies live there)."""
+    parts = path.parts
+    return any(a == ".dvc" and b == "tmp" for a, b in zip(parts, parts[1:], strict=False))
+
+
+class Run:
+    """An open MLflow run. A failed call prints one warning and turns logging off for the rest
+    of the run: training goes on (every epoch is in metrics/train_curve.csv anyway), and a
+    store that went away costs at most one timeout, not one per epoch."""
+
+    def __init__(self, client, run_id: str, store: Store):
+        self._client = client
+        self.run_id = run_id
+        self.store = store
+        self.error: str | None = None
+
+    def _call(self, what: str, fn: Callable[[], Any]) -> None:
+        if self.error is not None:
+            return
+        try:
+            fn()
+        except Exception as exc:  # never let logging end a training
+            self.error = f"{what} failed: {short_reason(exc)}"
+            print(
+                f"warning: mlflow: {self.error} ({self.store.describe()}); training goes on without logging, "
+                "every epoch is still written to metrics/train_curve.csv",
+                flush=True,
+            )
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self._mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()]
+        self._call("logging metrics", lambda: self._client.log_batch(self.run_id, metrics=batch))
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:500]) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+            chunk = items[i : i + 100]
+            self._call("logging params", lambda chunk=chunk: self._client.log_batch(self.run_id, params=chunk))
 
     def log_artifact(self, path: str | Path) -> None:
-        self._mlflow.log_artifact(str(path))
+        self._call(f"saving {Path(path).name}", lambda: self._client.log_artifact(self.run_id, str(path)))
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        self._mlflow.set_tags(tags)
+        from mlflow.entities import RunTag
+
+        batch = [RunTag(k, str(v)) for k, v in tags.items()]
+        self._call("setting tags", lambda: self._client.log_batch(self.run_id, tags=batch))
 
 
 class _NoRun(Run):
-    """What ranks other than 0 of a distributed run log to: nothing (one MLflow run in all)."""
+    """What ranks other than 0 of a distributed run log to, and a training without logging."""
 
     def __init__(self):
-        super().__init__(None)
+        self.error = None
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        pass
+
+    def log_params(self, params: dict[str, Any]) -> None:
         pass
 
     def log_artifact(self, path: str | Path) -> None:
@@ -79,58 +253,270 @@ class _NoRun(Run):
 
 
 @contextmanager
-def no_run():
+def no_run() -> Iterator[Run]:
     yield _NoRun()
 
 
-def _ensure_experiment() -> None:
-    import mlflow
-
-    if mlflow.get_experiment_by_name(EXPERIMENT) is None and not os.environ.get("MLFLOW_TRACKING_URI"):
-        try:
-            mlflow.create_experiment(EXPERIMENT, artifact_location=(repo_root() / "mlartifacts").as_uri())
-        except Exception:
-            # another experiment of a parallel queue created it first: fine if it exists now
-            if mlflow.get_experiment_by_name(EXPERIMENT) is None:
-                raise
-    mlflow.set_experiment(EXPERIMENT)
-
-
-def _with_retries(fn, attempts: int = 6, delay_s: float = 0.5):
-    """Parallel experiments share one SQLite file: creating its tables or the experiment can race.
-    SQLite waits for locks itself (MLflow sets busy_timeout); this covers what is left."""
-    for attempt in range(attempts):
-        try:
-            return fn()
-        except Exception as exc:
-            if attempt == attempts - 1:
-                raise
-            print(f"mlflow: retrying after {type(exc).__name__} ({attempt + 1}/{attempts - 1})")
-            time.sleep(delay_s * (2**attempt))
-
-
 @contextmanager
-def start_run(params: dict[str, Any], tags: dict[str, str]):
-    """Open an MLflow run; it ends FINISHED, FAILED, or KILLED (on Ctrl-C), never left running."""
-    import logging
+def _env(values: dict[str, str]) -> Iterator[None]:
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
-    import mlflow
+
+def _quiet_mlflow() -> None:
+    import logging
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    mlflow.set_tracking_uri(tracking_uri())
-    _with_retries(_ensure_experiment)
-    exp_name = os.environ.get("DVC_EXP_NAME")
-    run = _with_retries(lambda: mlflow.start_run(run_name=exp_name or None))
-    status = "FAILED"
+    # each store error is reported here as one line; these would add a traceback (SQLite) or a
+    # line per HTTP retry to it
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+
+
+def _check_sqlite_file(path: Path) -> None:
+    """A database file that is not one fails here at once, naming it (MLflow would retry it
+    for a while and end in a traceback that does not)."""
+    if path.exists():
+        if not path.is_file():
+            raise TrackingError(f"MLflow database {path} is not a file")
+        try:
+            with open(path, "rb") as f:
+                header = f.read(len(SQLITE_HEADER))
+        except OSError as exc:
+            raise TrackingError(f"MLflow database {path} cannot be read ({exc.strerror})") from None
+        if header and header != SQLITE_HEADER:
+            raise TrackingError(f"MLflow database {path} is not an SQLite database (corrupt or overwritten?)")
+        try:
+            with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=PROBE_TIMEOUT_S)) as db:
+                db.execute("select count(*) from sqlite_master").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):  # locked: a parallel experiment writes; MLflow waits for it
+                raise TrackingError(f"MLflow database {path}: {short_reason(exc)}") from None
+        except sqlite3.DatabaseError as exc:
+            raise TrackingError(f"MLflow database {path}: {short_reason(exc)}") from None
+        if not os.access(path, os.W_OK):
+            raise TrackingError(f"MLflow database {path} is read-only")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not os.access(folder, os.W_OK):  # SQLite writes its journal next to the file
+        raise TrackingError(f"MLflow database {path}: folder {folder} is not writable")
+
+
+def _check_host(store: Store) -> None:
+    """A database server that does not answer: refused or silent within seconds (MLflow retries
+    connecting for about an hour)."""
+    from sqlalchemy.engine import make_url
+
     try:
-        mlflow.log_params({k: str(v)[:500] for k, v in flatten(params).items()})
-        mlflow.set_tags({"git_commit": git_commit(), **({"dvc_exp_name": exp_name} if exp_name else {}), **tags})
-        yield Run(mlflow)
-        status = "FINISHED"
-    except KeyboardInterrupt:
-        status = "KILLED"
+        url = make_url(store.uri)
+    except Exception as exc:
+        raise TrackingError(f"{store.describe()}: not a database URI ({short_reason(exc)})") from None
+    if not url.host:  # a local socket
+        return
+    port = url.port or DB_PORTS.get(store.scheme)
+    try:
+        socket.create_connection((url.host, port), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as exc:
+        raise TrackingError(f"{store.describe()} is unreachable: {short_reason(exc)}") from None
+
+
+def _with_retries(fn: Callable[[], Any], store: Store, attempts: int = 6, delay_s: float = 0.5) -> Any:
+    """Parallel experiments share one SQLite file: creating its tables or the experiment can
+    race. SQLite waits for locks itself (MLflow sets busy_timeout); this covers what is left.
+    Other stores retry on their own (HTTP) or have no such race."""
+    if store.kind != "sqlite":
+        return fn()
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except TrackingError:
+            raise
+        except Exception as exc:
+            if attempt == attempts - 1:
+                raise
+            print(f"mlflow: retrying after {type(exc).__name__} ({attempt + 1}/{attempts - 1})", flush=True)
+            time.sleep(delay_s * (2**attempt))
+
+
+def _ensure_experiment(client, store: Store):
+    """The experiment, created with an explicit artifact location when missing. One whose
+    artifacts go to a folder DVC deletes (an experiment first created by a temporary
+    experiment's copy of the repo, before midigen set the location), or, in the default store,
+    outside this repository (a copied mlflow.db), is renamed out of the way (its runs and
+    metrics stay) and a new one is created: using it would lose or misplace every artifact."""
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    if exp is not None and exp.lifecycle_stage == "deleted":
+        raise TrackingError(
+            f"{store.describe()}: experiment {EXPERIMENT!r} is deleted; restore it "
+            f"(mlflow experiments restore --experiment-id {exp.experiment_id}) or delete it for good (mlflow gc)"
+        )
+    location = store.artifact_location()
+    if exp is not None and _is_local(exp.artifact_location):
+        path = _local_path(exp.artifact_location)
+        why = None
+        if _in_temp_experiment(path):
+            why = "a temporary DVC experiment folder, deleted after the experiment"
+        elif store.is_default and not path.is_relative_to(repo_root()):
+            why = "outside this repository (a copied mlflow.db?)"
+        if why:
+            old = f"{EXPERIMENT}-stale-artifacts-{exp.experiment_id}"
+            client.rename_experiment(exp.experiment_id, old)
+            print(f"mlflow: experiment {EXPERIMENT!r} kept artifacts in {path}, {why}; renamed it {old!r}", flush=True)
+            exp = None
+    if exp is None:
+        try:
+            client.create_experiment(EXPERIMENT, artifact_location=location)
+        except Exception:
+            # another experiment of a parallel queue created it first: fine if it exists now
+            if client.get_experiment_by_name(EXPERIMENT) is None:
+                raise
+        exp = client.get_experiment_by_name(EXPERIMENT)
+    return exp
+
+
+def _check_artifacts(store: Store, location: str, tracking: str) -> None:
+    """A local artifact folder must take a new folder now, not fail at log_artifact after the
+    whole training; a remote one must at least have an artifact repository for its scheme."""
+    if _is_local(location):
+        path = _local_path(location)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            os.rmdir(tempfile.mkdtemp(prefix=".write-check-", dir=path))
+        except OSError as exc:
+            raise TrackingError(f"MLflow artifact folder {path} is not writable ({exc.strerror})") from None
+        return
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    try:
+        get_artifact_repository(location, tracking_uri=tracking)
+    except Exception as exc:
+        raise TrackingError(f"MLflow artifact store {_redact(location)} cannot be used: {short_reason(exc)}") from None
+
+
+def _open(store: Store):
+    """Probe the store and get the experiment: (client, experiment); TrackingError otherwise."""
+    from mlflow import MlflowClient
+
+    _quiet_mlflow()
+    if store.db_path is not None:
+        _check_sqlite_file(store.db_path)
+    elif store.kind == "database":
+        _check_host(store)
+    client = MlflowClient(tracking_uri=store.uri)
+    try:
+        if store.kind == "http":
+            # one quick try: a server that is down answers "refused" at once, a silent one times out
+            with _env({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(PROBE_TIMEOUT_S)}):
+                client.get_experiment_by_name(EXPERIMENT)
+        exp = _with_retries(lambda: _ensure_experiment(client, store), store)
+    except TrackingError:
         raise
-    finally:
-        mlflow.end_run(status=status)
-        print(f"mlflow: run {run.info.run_id} {status.lower()} ({tracking_uri()})")
+    except Exception as exc:
+        problem = short_reason(exc)
+        unreachable = problem.startswith(("connection refused", "no answer", "unknown host"))
+        raise TrackingError(f"{store.describe()}{' is unreachable' if unreachable else ''}: {problem}") from None
+    _check_artifacts(store, exp.artifact_location, store.uri)
+    return client, exp
+
+
+@dataclass
+class Tracker:
+    """The outcome of the preflight: a store to log to, or none and why."""
+
+    store: Store | None
+    experiment_id: str | None = None
+    client: Any = None
+    reason: str | None = None
+
+    @contextmanager
+    def start_run(self, params: dict[str, Any], tags: dict[str, str]) -> Iterator[Run]:
+        """Open an MLflow run; it ends FINISHED, FAILED (also when logging failed on the way),
+        or KILLED (on Ctrl-C), never left running while the store takes writes."""
+        if self.store is None:
+            yield _NoRun()
+            return
+        exp_name = os.environ.get("DVC_EXP_NAME")
+        from mlflow.tracking.context.registry import resolve_tags
+
+        run_tags = {"git_commit": git_commit(), **({"dvc_exp_name": exp_name} if exp_name else {}), **tags}
+        try:
+            info = _with_retries(
+                lambda: (
+                    self.client.create_run(
+                        self.experiment_id, tags=resolve_tags(run_tags), run_name=exp_name or None
+                    ).info
+                ),
+                self.store,
+            )
+        except Exception as exc:  # the store broke between the preflight and now
+            print(
+                f"warning: mlflow: cannot start a run ({self.store.describe()}: {short_reason(exc)}); "
+                "training without logging",
+                flush=True,
+            )
+            yield _NoRun()
+            return
+        run = Run(self.client, info.run_id, self.store)
+        run.log_params(flatten(params))
+        status = "FAILED"
+        try:
+            yield run
+            status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            self._end(run, status)
+
+    def _end(self, run: Run, status: str) -> None:
+        from mlflow.entities import RunTag
+
+        if run.error is not None and status == "FINISHED":
+            status = "FAILED"  # its record is incomplete; the tag says why
+            try:
+                self.client.log_batch(run.run_id, tags=[RunTag("midigen.tracking_error", run.error)])
+            except Exception:
+                pass
+        try:
+            self.client.set_terminated(run.run_id, status)
+        except Exception as exc:
+            print(
+                f"warning: mlflow: run {run.run_id} could not be ended ({short_reason(exc)}); "
+                f"it may show as RUNNING in {self.store.describe()}",
+                flush=True,
+            )
+            return
+        why = f"; logging stopped: {run.error}" if run.error else ""
+        print(f"mlflow: run {run.run_id} {status.lower()} ({_redact(self.store.uri)}){why}", flush=True)
+
+
+def preflight(on_error: str = "fail") -> Tracker:
+    """Check the tracking store before training: a broken one raises TrackingError (one line
+    naming it) with on_error "fail"; with "warn" it prints that line and training goes on
+    without logging."""
+    if os.environ.get(DISABLED_ENV):
+        return Tracker(None, reason=os.environ[DISABLED_ENV])
+    store = Store(tracking_uri())
+    if store.kind == "http":
+        for key, value in HTTP_SETTINGS.items():
+            os.environ.setdefault(key, value)
+    try:
+        client, exp = _open(store)
+    except TrackingError as exc:
+        if on_error != "warn":
+            raise TrackingError(f"{exc}; to train without logging set tracking.on_error: warn") from None
+        print(f"warning: {exc}; training without MLflow logging (tracking.on_error: warn)", flush=True)
+        os.environ[DISABLED_ENV] = str(exc)
+        return Tracker(None, reason=str(exc))
+    return Tracker(store, exp.experiment_id, client)
+
