@@ -519,4 +519,3 @@ def preflight(on_error: str = "fail") -> Tracker:
         os.environ[DISABLED_ENV] = str(exc)
         return Tracker(None, reason=str(exc))
     return Tracker(store, exp.experiment_id, client)
-
