@@ -7,6 +7,7 @@ from pathlib import Path
 from midigen.data.ingest import ingest, parse_source
 from midigen.errors import run_main
 from midigen.params import load_params
+from midigen.table import one_line, write_frame
 
 OUT = Path("data/raw")
 
@@ -24,11 +25,12 @@ def main() -> None:
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
     manifest, failed = ingest(p["source"], OUT, p["max_pieces"], p["workers"])
-    manifest.to_csv(OUT / "manifest.csv", index=False)
-    failed.to_csv(OUT / "failed.csv", index=False)
+    # written like every table (midigen.table): a name with a carriage return keeps its row
+    write_frame(OUT / "manifest.csv", manifest)
+    write_frame(OUT / "failed.csv", failed)
     print(f"ingest: {len(manifest)} MIDI files from {src.describe()}, {len(failed)} failed (see {OUT}/failed.csv)")
     for row in failed.head(10).itertuples():
-        print(f"  failed: {row.source}: {row.reason}")
+        print(f"  failed: {one_line(row.source)}: {one_line(row.reason)}")
 
 
 if __name__ == "__main__":

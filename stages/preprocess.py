@@ -7,6 +7,7 @@ from midigen.data.preprocess import preprocess
 from midigen.errors import DataError, run_main
 from midigen.jsonio import write_json
 from midigen.params import load_params
+from midigen.table import one_line
 
 OUT = Path("data/tokens")
 
@@ -32,7 +33,7 @@ def main() -> None:
         f"rejected {summary['rejected']} (see {OUT}/rejected.csv)"
     )
     for row in store.first_rejected:
-        print(f"  rejected: {row['rel_path']}: {row['reason']}")
+        print(f"  rejected: {one_line(row['rel_path'])}: {one_line(row['reason'])}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pretty_midi
 import pytest
-from conftest import write_pretty_midi
+from conftest import random_melody, write_pretty_midi
 
 from midigen.data.ingest import ingest
 from midigen.data.midi_io import read_notes
@@ -17,7 +17,7 @@ from midigen.data.preprocess import preprocess
 from midigen.data.store import TokenStore
 from midigen.errors import DataError
 from midigen.representations import EventRepresentation
-from midigen.table import read_rows
+from midigen.table import read_rows, write_frame
 
 PARAMS = {
     "representation": "events",
@@ -196,3 +196,40 @@ def test_a_manifest_csv_is_streamed_into_the_same_store_as_its_rows_and_repeats_
         index, rejected = run(manifest, PARAMS, tmp_path / "repeats")
         assert len(index) + len(rejected) == len(rows)
         assert index.set_index("rel_path").loc[rows[first]["rel_path"], "genre"] == f"g{first}"
+
+
+def test_metadata_columns_named_like_the_stores_own_are_kept_with_a_meta_prefix(tmp_path):
+    folder = tmp_path / "src"
+    names = ["a.mid", "b.mid", "c.mid"]
+    for i, name in enumerate(names):
+        write_pretty_midi(folder / name, random_melody(i, n=10 + i))
+    plain, _ = ingest(str(folder), tmp_path / "raw0", workers=1)
+    write_frame(tmp_path / "plain.csv", plain)
+    run(tmp_path / "plain.csv", PARAMS, tmp_path / "plain")
+    own = pd.read_csv(tmp_path / "plain" / "index.csv").set_index("rel_path")
+
+    # a metadata CSV (as GMD's info.csv) whose columns clash with the manifest's and the store's
+    info = pd.DataFrame(
+        {
+            "midi_filename": names,
+            "n_notes": ["many", "few", "some"],
+            "duration_s": [1.5, 2.5, 3.5],
+            "size": [7, 8, 9],
+            "offset": [0, 0, 0],
+            "meta_size": ["x", "y", "z"],
+            "style": ["rock", "jazz", "funk"],
+        }
+    )
+    info.to_csv(folder / "info.csv", index=False)
+    manifest, _ = ingest(str(folder), tmp_path / "raw", workers=1)
+    write_frame(tmp_path / "manifest.csv", manifest)  # through the CSV, as the stage reads it
+    index, _ = run(tmp_path / "manifest.csv", PARAMS, tmp_path / "tokens")
+    index = index.set_index("rel_path")
+    for column in ("n_notes", "duration_s", "offset", "length"):
+        assert index[column].tolist() == own[column].tolist(), column
+    assert index["meta_n_notes"].tolist() == ["many", "few", "some"]
+    assert index["meta_duration_s"].tolist() == [1.5, 2.5, 3.5]
+    assert index["meta_offset"].tolist() == [0, 0, 0]
+    assert index["meta_meta_size"].tolist() == [7, 8, 9] and index["meta_size"].tolist() == ["x", "y", "z"]
+    assert index["style"].tolist() == ["rock", "jazz", "funk"]
+    assert [int(s) for s in manifest["size"]] == [(folder / n).stat().st_size for n in names]

@@ -8,7 +8,16 @@ Sources:
 - a path to a folder of .mid/.midi files (recursive, any case): listed in place, not copied,
   with a content hash per file so a changed file changes the manifest. A metadata CSV at the
   folder's root with a ``midi_filename`` column (the Groove MIDI Dataset's ``info.csv``) is
-  joined onto the manifest.
+  joined onto the manifest; a metadata column named like a manifest column (rel_path, path,
+  size, sha1) is kept as ``meta_<name>``.
+
+File names may hold any bytes: rel_path is the name as text (bytes that are not UTF-8 written
+\\xNN, see midigen.table.name_to_text) and path opens the file whatever its bytes (a file:// URI
+when it is not UTF-8). A file whose text name is another file's name is listed as failed.
+
+A worker process that dies while it works on a file (the out-of-memory killer) stops ingest
+with an error naming the file; a music21 score that did so is remembered (CrashLog, in
+data/.midigen-crashes/ingest.csv) and listed as failed on the next run.
 """
 
 from __future__ import annotations
@@ -23,7 +32,8 @@ import pandas as pd
 
 from midigen.data.midi_io import make_notes, write_midi
 from midigen.errors import DataError
-from midigen.parallel import imap_progress
+from midigen.parallel import CrashLog, WorkerCrash, crash_log_path, imap_progress
+from midigen.table import free_name, name_to_text, one_line, path_to_text
 
 MUSIC21_CORPORA = {
     # name -> (music21 composer/collection directory, file suffixes that hold music)
@@ -215,19 +225,39 @@ def stream_notes(score, pickup_quarters: float = 0.0) -> np.ndarray:
     return make_notes(starts, ends, pitches, velocity=90)
 
 
-def ingest_music21(name: str, out_dir: Path, max_pieces: int, workers: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def ingest_music21(
+    name: str, out_dir: Path, max_pieces: int, workers: int, crashes: Path | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     files = music21_files(name)
     if max_pieces:
         files = files[:max_pieces]  # for opus collections this caps files, trimmed to pieces below
     midi_dir = out_dir / "midi"
-    jobs = [(str(f), str(midi_dir), name) for f in files]
-    rows, failed = [], []
-    for results in imap_progress(export_music21_file, jobs, workers, desc=f"export music21:{name}", unit="file"):
-        for rel, reason in results:
-            if reason is None:
-                rows.append(rel)
-            else:
-                failed.append((rel, reason))
+    log = CrashLog(crashes or crash_log_path(out_dir, "ingest"), {"source": f"music21:{name}"})
+    rows, failed, jobs = [], [], []
+    for f in files:
+        remembered = log.reason(sha1_file(f)) if log and f.stat().st_size in log.sizes else None
+        if remembered:
+            where = f"in an earlier run; remembered in {log.path}: delete its row to try it again"
+            failed.append((f.name, f"{remembered} ({where})"))
+        else:
+            jobs.append((str(f), str(midi_dir), name))
+    try:
+        for results in imap_progress(export_music21_file, jobs, workers, desc=f"export music21:{name}", unit="file"):
+            for rel, reason in results:
+                if reason is None:
+                    rows.append(rel)
+                else:
+                    failed.append((rel, reason))
+    except WorkerCrash as crash:
+        if crash.job is None:
+            raise DataError(f"music21:{name}: {crash}") from None
+        src = Path(crash.job[0])
+        if crash.blames_job:
+            log.add(sha1_file(src), src.stat().st_size, src.name, f"a worker exporting it was {crash.how}")
+        raise DataError(
+            f"music21:{name}: {src.name}: the worker exporting it was {crash.how}"
+            + (" (remembered: the next run lists it in failed.csv)" if crash.blames_job else "")
+        ) from None
     rows.sort()
     if max_pieces and len(rows) > max_pieces:
         for rel in rows[max_pieces:]:
@@ -277,38 +307,62 @@ def _hash_job(path: str) -> tuple[str, int, str] | tuple[str, None, str]:
 
 
 def find_metadata(root: Path) -> pd.DataFrame | None:
-    """A CSV at the folder's root with a midi_filename column (e.g. GMD's info.csv)."""
+    """A CSV at the folder's root with a midi_filename column (e.g. GMD's info.csv), that
+    column as rel_path; its columns named like a manifest column get a meta_ prefix."""
     for csv in sorted(root.glob("*.csv")):
         try:
             df = pd.read_csv(csv)
         except Exception:
             continue
         if "midi_filename" in df.columns:
+            names = [str(c) for c in df.columns]
+            taken = set(MANIFEST_COLUMNS) | set(names)
+            df.columns = [c if c not in MANIFEST_COLUMNS else free_name(c, taken) for c in names]
             df = df.rename(columns={"midi_filename": "rel_path"})
             df["rel_path"] = df["rel_path"].astype(str).str.replace("\\", "/", regex=False)
             return df.drop_duplicates("rel_path")
     return None
 
 
+def _text_names(files: list[Path], root: Path) -> tuple[list[tuple[Path, str]], list[tuple[str, str]]]:
+    """(file, rel_path as text) sorted by that text, and the files that text cannot name: a
+    name that is not UTF-8 whose \\xNN form is another file's real name."""
+    named = [(f, name_to_text(f.relative_to(root).as_posix())) for f in files]
+    real = {text for f, text in named if text == f.relative_to(root).as_posix()}
+    kept, failed = [], []
+    for f, text in named:
+        if text in real and text != f.relative_to(root).as_posix():
+            failed.append((text, "its name is not UTF-8, and written as text it is another file's name"))
+        else:
+            kept.append((f, text))
+    kept.sort(key=lambda ft: ft[1])
+    return kept, failed
+
+
 def ingest_folder(root: Path, max_pieces: int, workers: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    files, skipped = walk_midi_files(root)
-    if not files:
+    found, skipped = walk_midi_files(root)
+    if not found:
         raise DataError(f"data.source = {str(root)!r}: no .mid or .midi files found in this folder")
-    files.sort(key=lambda p: p.relative_to(root).as_posix())
+    files, failed = _text_names(found, root)
+    failed += [(name_to_text(name), reason) for name, reason in skipped]
     if max_pieces:
         files = files[:max_pieces]
-    rows, failed = [], list(skipped)
-    for path, size, digest in imap_progress(_hash_job, [str(f) for f in files], workers, desc="scan", unit="file"):
-        rel = Path(path).relative_to(root).as_posix()
-        if size is None:
-            failed.append((rel, digest))
-        else:
-            rows.append((rel, path, size, digest))
+    rows = []
+    scan = imap_progress(_hash_job, [str(f) for f, _ in files], workers, desc="scan", unit="file")
+    try:
+        for (_, rel), (path, size, digest) in zip(files, scan, strict=True):
+            if size is None:
+                failed.append((rel, digest))
+            else:
+                rows.append((rel, path_to_text(path), size, digest))
+    except WorkerCrash as crash:
+        rel = name_to_text(Path(crash.job).relative_to(root).as_posix()) if crash.job else "(no file)"
+        where = f"data.source = {str(root)!r}"
+        raise DataError(f"{where}: {one_line(rel)}: the worker reading it was {crash.how}") from None
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     meta = find_metadata(root)
     if meta is not None:
-        extra = [c for c in meta.columns if c not in MANIFEST_COLUMNS]
-        manifest = manifest.merge(meta[["rel_path"] + extra], on="rel_path", how="left")
+        manifest = manifest.merge(meta, on="rel_path", how="left")
     return manifest, pd.DataFrame(failed, columns=["source", "reason"])
 
 
@@ -327,13 +381,16 @@ def ingest_builtin(name: str, out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame
     return manifest, pd.DataFrame([], columns=["source", "reason"])
 
 
-def ingest(source: str, out_dir: Path, max_pieces: int = 0, workers: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Materialise the source; return (manifest, failed). Writes nothing outside out_dir."""
+def ingest(
+    source: str, out_dir: Path, max_pieces: int = 0, workers: int = 0, crashes: Path | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Materialise the source; return (manifest, failed). Writes nothing outside out_dir but
+    the crash log (crashes, by default out_dir/../.midigen-crashes/ingest.csv) when a worker dies."""
     src = parse_source(source)
     if src.kind == "builtin":
         manifest, failed = ingest_builtin(src.name, out_dir)
     elif src.kind == "music21":
-        manifest, failed = ingest_music21(src.name, out_dir, max_pieces, workers)
+        manifest, failed = ingest_music21(src.name, out_dir, max_pieces, workers, crashes)
     else:
         manifest, failed = ingest_folder(Path(src.name), max_pieces, workers)
     if manifest.empty:

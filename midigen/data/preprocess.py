@@ -1,10 +1,17 @@
 """Preprocess: MIDI files listed in the manifest -> token store, in parallel, never stopping
-on a bad file. Each rejected file is recorded with its reason."""
+on a bad file. Each rejected file is recorded with its reason.
+
+A file whose worker process dies while reading it (the out-of-memory killer's SIGKILL, a
+parser's segfault) stops the run with an error naming it, and is remembered by its content
+hash and the preprocess limits (midigen.parallel.CrashLog, data/.midigen-crashes/preprocess.csv
+for the stage): the next run with the same limits lists it in rejected.csv without reading it.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import os
 import shutil
 import signal
@@ -12,16 +19,25 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from midigen import representations
-from midigen.data.store import StoreSummary, index_columns, write_store
+from midigen.data.store import StoreSummary, index_columns, metadata_names, write_store
 from midigen.errors import DataError, MidiError
-from midigen.parallel import imap_progress
+from midigen.parallel import CrashLog, WorkerCrash, crash_log_path, imap_progress
 from midigen.params import DEFAULTS
-from midigen.table import iter_rows, write_rows
+from midigen.table import iter_rows, one_line, text_to_path, write_rows
+
+
+class Job(NamedTuple):
+    """One file for a worker: its rel_path, the path to open, and, for a file that killed a
+    worker in an earlier run, the reason to reject it with instead of reading it."""
+
+    rel_path: str
+    path: str
+    skip: str | None = None
 
 
 @functools.lru_cache(maxsize=4)
@@ -30,10 +46,12 @@ def _representation(config_items: tuple) -> representations.Representation:
 
 
 def tokenize_file(
-    job: tuple[str, str], config_items: tuple, limits: dict[str, Any]
+    job: tuple[str, str] | Job, config_items: tuple, limits: dict[str, Any]
 ) -> tuple[str, np.ndarray | None, dict]:
     """One file -> (rel_path, ids, info) or (rel_path, None, {"reason": ...}). Never raises."""
-    rel_path, path = job
+    rel_path, path, skip = Job(*job)
+    if skip:
+        return rel_path, None, {"reason": skip}
     rep = _representation(config_items)
     try:
         with time_limit(limits["timeout_s"]):
@@ -71,10 +89,12 @@ def _check_size(path: str, limits: dict[str, Any]) -> None:
         raise MidiError(path, f"file is {size_mb:.1f} MB, over preprocess.max_file_mb = {limits['max_file_mb']:g}")
 
 
-def count_file(job: tuple[str, str], config_items: tuple, limits: dict[str, Any]) -> Counter | None:
+def count_file(job: tuple[str, str] | Job, config_items: tuple, limits: dict[str, Any]) -> Counter | None:
     """The chord counts of one file (first pass for notes_chords), None when it cannot be used:
     the tokenize pass records the reason."""
-    _, path = job
+    _, path, skip = Job(*job)
+    if skip:
+        return None
     rep = _representation(config_items)
     try:
         with time_limit(limits["timeout_s"]):
@@ -123,6 +143,9 @@ def _tokenize(rel_path: str, path: str, rep, limits: dict[str, Any]) -> tuple[st
 #: manifest columns that are not piece metadata (the index does not repeat them)
 NOT_METADATA = ("rel_path", "path", "size")
 
+#: what a remembered crash says in rejected.csv (the crash's own words come first)
+REMEMBERED = "in an earlier run with these preprocess limits; remembered in {log}: delete its row to try it again"
+
 Manifest = str | Path | Sequence[dict]
 
 
@@ -161,28 +184,81 @@ def _unique_rows(manifest: Manifest, sorted_: bool) -> Iterator[dict]:
         yield row
 
 
-def preprocess(manifest: Manifest, params: dict[str, Any], out_dir: Path, workers: int = 0) -> StoreSummary:
+def _sha1(path: str) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _remembered(row: dict, path: str, log: CrashLog) -> str | None:
+    """The crash log's reason for this manifest row's file, or None (hashing a file only when a
+    hand-made manifest gives no sha1 and its size is one the log knows)."""
+    if not log:
+        return None
+    if row.get("sha1"):
+        return log.reason(row["sha1"])
+    try:
+        return log.reason(_sha1(path)) if os.path.getsize(path) in log.sizes else None
+    except OSError:
+        return None
+
+
+def _crashed(crash: WorkerCrash, log: CrashLog, what: str) -> DataError:
+    """The one-line error for a worker that died on a file; the file goes into the crash log."""
+    if crash.job is None:
+        return DataError(f"preprocess ({what}): {crash}")
+    job = Job(*crash.job)
+    name = one_line(job.rel_path)
+    if not crash.blames_job:
+        return DataError(f"{name}: the worker reading it was {crash.how} ({what})")
+    try:
+        log.add(_sha1(job.path), os.path.getsize(job.path), job.rel_path, f"a worker reading it was {crash.how}")
+    except OSError as exc:
+        return DataError(f"{name}: the worker reading it was {crash.how} ({what}); cannot hash it: {exc.strerror}")
+    return DataError(
+        f"{name}: the worker reading it was {crash.how} ({what}); remembered in {log.path}: "
+        "the next run with these preprocess limits lists it in rejected.csv"
+    )
+
+
+def preprocess(
+    manifest: Manifest, params: dict[str, Any], out_dir: Path, workers: int = 0, crashes: Path | None = None
+) -> StoreSummary:
     """Tokenize every manifest row (dicts with rel_path, path, ...; or the manifest CSV's path,
     streamed) into a store at out_dir. The first row wins if a path is listed twice.
 
     Memory does not grow with the corpus: rows are streamed from the manifest to index.csv and
-    rejected.csv. Returns the store's summary (counts, sums, the first rejected rows)."""
+    rejected.csv. Returns the store's summary (counts, sums, the first rejected rows). A worker
+    that dies on a file raises DataError naming it and records it in crashes (by default
+    out_dir/../.midigen-crashes/preprocess.csv); later runs with the same limits reject it.
+    Metadata columns named like the store's own (n_notes, duration_s ...) get a meta_ prefix."""
     rep = representations.from_params(params)
     keys = ("max_file_mb", "max_notes", "max_duration_s", "max_memory_mb", "timeout_s", "drums")
     limits = {k: {**DEFAULTS["preprocess"], **params}[k] for k in keys}
+    log = CrashLog(crashes or crash_log_path(out_dir, "preprocess"), limits)
     total, sorted_ = _scan(manifest)
     first = next(_manifest_rows(manifest), None)
     metadata = [k for k in (first or {}) if k not in NOT_METADATA]
+    remembered = " (" + REMEMBERED.format(log=log.path) + ")"
 
-    def jobs() -> Iterator[tuple[str, str]]:
-        return ((row["rel_path"], row["path"]) for row in _unique_rows(manifest, sorted_))
+    def jobs() -> Iterator[Job]:
+        for row in _unique_rows(manifest, sorted_):
+            path = text_to_path(row["path"])
+            skip = _remembered(row, path, log)
+            yield Job(row["rel_path"], path, skip + remembered if skip else None)
 
     chord_counts = None
     if rep.vocab_from_data:
-        chord_counts = count_chords(jobs(), rep, limits, workers, total)
+        try:
+            chord_counts = count_chords(jobs(), rep, limits, workers, total)
+        except WorkerCrash as crash:
+            raise _crashed(crash, log, "counting chords") from None
         rep = representations.from_params(params, chord_counts)
     fn = functools.partial(tokenize_file, config_items=_freeze(rep.config()), limits=limits)
-    columns = index_columns(["rel_path", *rep.info_keys, *metadata])
+    names = metadata_names(metadata, rep.info_keys)
+    columns = index_columns(["rel_path", *rep.info_keys, *names.values()])
 
     def pieces() -> Iterator[tuple[dict, np.ndarray | None]]:
         # a second pass over the manifest, in step with the jobs, gives each piece its metadata
@@ -191,9 +267,12 @@ def preprocess(manifest: Manifest, params: dict[str, Any], out_dir: Path, worker
             if ids is None:
                 yield {"rel_path": rel_path, **info}, None
             else:
-                yield {"rel_path": rel_path, **info, **{k: row.get(k) for k in metadata}}, ids
+                yield {"rel_path": rel_path, **info, **{names[k]: row.get(k) for k in metadata}}, ids
 
-    summary = write_store(out_dir, pieces(), rep, columns)
+    try:
+        summary = write_store(out_dir, pieces(), rep, columns)
+    except WorkerCrash as crash:
+        raise _crashed(crash, log, "tokenizing") from None
     if chord_counts is not None and summary.pieces:
         write_rows(out_dir / "chord_counts.csv", rep.count_rows(chord_counts), ["chord", "count", "in_vocab"])
     if not summary.pieces:

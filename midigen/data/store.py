@@ -2,7 +2,9 @@
 
 Layout of a store folder:
   tokens.bin    all pieces' ids back to back (little-endian uint16), each framed by <BOS>/<EOS>
-  index.csv     one row per piece: rel_path, offset, length, n_notes, duration_s, ...
+  index.csv     one row per piece: rel_path, offset, length, n_notes, duration_s, the
+                representation's other info columns, then the manifest's metadata (a metadata
+                column named like one of those gets a meta_ prefix: see metadata_names)
   rejected.csv  one row per input that was skipped, with the reason
   vocab.json    the representation's config and its tokens, in id order
 
@@ -23,7 +25,7 @@ import numpy as np
 
 from midigen import representations
 from midigen.errors import DataError
-from midigen.table import RowWriter
+from midigen.table import RowWriter, free_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -54,6 +56,20 @@ def index_columns(keys: Iterable[str]) -> list[str]:
     return LEAD_COLUMNS + [k for k in dict.fromkeys(keys) if k not in LEAD_COLUMNS]
 
 
+def metadata_names(metadata: Iterable[str], info_keys: Iterable[str]) -> dict[str, str]:
+    """The index column of each metadata key: the key itself, or meta_<key> where the store has
+    a column of that name (offset, n_notes, duration_s, a representation's info key ...), so a
+    metadata CSV with an n_notes column neither overrides the count nor breaks the sums."""
+    metadata = list(dict.fromkeys(metadata))
+    own = set(LEAD_COLUMNS) | set(info_keys)
+    taken = own | set(metadata)
+    names = {}
+    for key in metadata:
+        names[key] = free_name(key, taken) if key in own else key
+        taken.add(names[key])
+    return names
+
+
 def write_store(
     out_dir: Path,
     pieces: Iterable[tuple[dict, np.ndarray | None]],
@@ -67,30 +83,35 @@ def write_store(
     summary = StoreSummary()
     index: RowWriter | None = None
     tmp = out_dir / "tokens.bin.tmp"
-    with contextlib.ExitStack() as stack:
-        f = stack.enter_context(open(tmp, "wb"))
-        rejected = stack.enter_context(RowWriter(out_dir / "rejected.csv", ["rel_path", "reason"]))
-        if columns is not None:
-            index = stack.enter_context(RowWriter(out_dir / "index.csv", columns, extrasaction="raise"))
-        for row, ids in pieces:
-            if ids is None:
-                rejected.write(row)
-                summary.rejected += 1
-                if len(summary.first_rejected) < FIRST_REJECTED:
-                    summary.first_rejected.append(row)
-                continue
-            if index is None:
-                index = stack.enter_context(RowWriter(out_dir / "index.csv", index_columns(row), extrasaction="raise"))
-            ids = np.ascontiguousarray(ids, dtype=TOKEN_DTYPE)
-            f.write(ids.tobytes())
-            length = int(ids.shape[0])
-            index.write({**row, "offset": summary.tokens, "length": length})
-            summary.pieces += 1
-            summary.tokens += length
-            summary.notes += row["n_notes"]
-            summary.duration_s += row["duration_s"]
-        if index is None:  # no piece: an index with the lead columns only
-            stack.enter_context(RowWriter(out_dir / "index.csv", LEAD_COLUMNS))
+    try:
+        with contextlib.ExitStack() as stack:
+            f = stack.enter_context(open(tmp, "wb"))
+            rejected = stack.enter_context(RowWriter(out_dir / "rejected.csv", ["rel_path", "reason"]))
+            if columns is not None:
+                index = stack.enter_context(RowWriter(out_dir / "index.csv", columns, extrasaction="raise"))
+            for row, ids in pieces:
+                if ids is None:
+                    rejected.write(row)
+                    summary.rejected += 1
+                    if len(summary.first_rejected) < FIRST_REJECTED:
+                        summary.first_rejected.append(row)
+                    continue
+                if index is None:
+                    writer = RowWriter(out_dir / "index.csv", index_columns(row), extrasaction="raise")
+                    index = stack.enter_context(writer)
+                ids = np.ascontiguousarray(ids, dtype=TOKEN_DTYPE)
+                f.write(ids.tobytes())
+                length = int(ids.shape[0])
+                index.write({**row, "offset": summary.tokens, "length": length})
+                summary.pieces += 1
+                summary.tokens += length
+                summary.notes += row["n_notes"]
+                summary.duration_s += row["duration_s"]
+            if index is None:  # no piece: an index with the lead columns only
+                stack.enter_context(RowWriter(out_dir / "index.csv", LEAD_COLUMNS))
+    except BaseException:  # the stream broke off (a crashed worker, Ctrl-C): no half file left
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, out_dir / "tokens.bin")
     rep.save_vocab(out_dir / "vocab.json")
     return summary
