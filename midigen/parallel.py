@@ -357,8 +357,9 @@ class CrashLog:
             from midigen.table import read_rows
 
             self.rows = read_rows(self.path)
-        self._mine = {r["sha1"]: r["reason"] for r in self.rows if r.get("key") == self.key}
-        self.sizes = {int(r["size"]) for r in self.rows if r.get("key") == self.key and r.get("size", "").isdigit()}
+        mine = [r for r in self.rows if r.get("key") == self.key and r.get("sha1")]  # tolerate hand edits
+        self._mine = {r["sha1"]: r.get("reason") or "a worker reading it died" for r in mine}
+        self.sizes = {int(r["size"]) for r in mine if (r.get("size") or "").isdigit()}
 
     def __bool__(self) -> bool:
         return bool(self._mine)
