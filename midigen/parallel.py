@@ -285,15 +285,17 @@ class WorkerPool(Generic[T, R]):
                 continue
             ready = set(wait([w.results for w in busy] + [w.process.sentinel for w in busy]))
             for w in busy:
+                out = None
                 if w.results in ready or (w.process.sentinel in ready and w.results.poll()):
                     try:
                         out = w.results.recv()
-                    except (EOFError, OSError):  # died while it sent them
-                        raise self._crash(w) or WorkerCrash(None, None, w.process.exitcode) from None
+                    except (EOFError, OSError):  # it died: before it sent them, or while it did
+                        pass
+                if out is not None:
                     for i, ok, value in out:
                         done[i] = (ok, value)
                     w.chunk = None
-                elif w.process.sentinel in ready:
+                elif w.results in ready or w.process.sentinel in ready:
                     crash = self._crash(w)
                     if crash is not None:
                         raise crash
