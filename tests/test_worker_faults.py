@@ -26,6 +26,7 @@ from conftest import PROJECT_ROOT, subprocess_env
 from test_hostile_input import END_OF_TRACK, note_events, raw_midi, tempo_event
 from test_interruption import kill_tree
 
+from midigen.data.preprocess import LIMIT_KEYS
 from midigen.parallel import CrashLog, WorkerCrash, crash_log_path, imap_progress
 from midigen.params import load_params
 from midigen.table import read_rows
@@ -167,7 +168,7 @@ def test_a_remembered_file_is_rejected_under_the_same_limits_only(tmp_path):
     crashed = read_rows(work / "data/raw/manifest.csv")[3]
     params = yaml.safe_load((work / "params.yaml").read_text(encoding="utf-8"))
     pre = load_params(work / "params.yaml")["preprocess"]
-    limits = {k: pre[k] for k in ("max_file_mb", "max_notes", "max_duration_s", "timeout_s", "drums")}
+    limits = {k: pre[k] for k in LIMIT_KEYS}
     CrashLog(work / CRASH_LOG, limits).add(crashed["sha1"], int(crashed["size"]), crashed["rel_path"], "a worker died")
     assert stage(work, "preprocess").returncode == 0
     assert [r["rel_path"] for r in read_rows(work / "data/tokens/rejected.csv")] == [crashed["rel_path"]]

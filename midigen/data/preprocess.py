@@ -40,6 +40,10 @@ class Job(NamedTuple):
     skip: str | None = None
 
 
+#: the preprocess params that bound reading one file (and key the crash log)
+LIMIT_KEYS = ("max_file_mb", "max_notes", "max_duration_s", "max_memory_mb", "timeout_s", "drums")
+
+
 @functools.lru_cache(maxsize=4)
 def _representation(config_items: tuple) -> representations.Representation:
     return representations.from_config(dict(config_items))
@@ -235,8 +239,7 @@ def preprocess(
     out_dir/../.midigen-crashes/preprocess.csv); later runs with the same limits reject it.
     Metadata columns named like the store's own (n_notes, duration_s ...) get a meta_ prefix."""
     rep = representations.from_params(params)
-    keys = ("max_file_mb", "max_notes", "max_duration_s", "max_memory_mb", "timeout_s", "drums")
-    limits = {k: {**DEFAULTS["preprocess"], **params}[k] for k in keys}
+    limits = {k: {**DEFAULTS["preprocess"], **params}[k] for k in LIMIT_KEYS}
     log = CrashLog(crashes or crash_log_path(out_dir, "preprocess"), limits)
     total, sorted_ = _scan(manifest)
     first = next(_manifest_rows(manifest), None)
