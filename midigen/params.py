@@ -70,6 +70,10 @@ class Spec:
         return value
 
 
+#: the largest seed every generator takes (torch.manual_seed, numpy's default_rng)
+MAX_SEED = 2**63 - 1
+
+
 def _int(default: int, lo=None, hi=None) -> Spec:
     return Spec(int, default, lo, hi)
 
@@ -107,7 +111,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
     "split": {
         "val_ratio": Spec(float, 0.1, 0, 1, hi_open=True),
         "test_ratio": Spec(float, 0.1, 0, 1, hi_open=True),
-        "seed": _int(1234, 0),
+        "seed": _int(1234, 0, MAX_SEED),
         "from_metadata": Spec(bool, True),
         "dedupe": Spec(str, "group", choices=("group", "drop", "off")),
         "dedupe_by": Spec(str, "file", choices=("file", "notes")),
@@ -135,7 +139,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "schedule": Spec(str, "cosine", choices=("cosine", "constant", "exponential")),
         "warmup_steps": _int(50, 0),
         "transpose": _int(0, 0, 12),
-        "seed": _int(42, 0),
+        "seed": _int(42, 0, MAX_SEED),
         "device": Spec(str, "auto", choices=("auto", "cpu", "cuda")),
         "threads": _int(0, 0),
         "nproc": _int(1, 1, 1024),
@@ -146,11 +150,11 @@ SCHEMA: dict[str, dict[str, Spec]] = {
     },
     "generate": {
         "num_files": _int(8, 1, 1024),
-        "max_steps": _int(2000, 1),
+        "max_steps": _int(2000, 1, 10**7),
         "temperature": _pos(1.0, 10.0),
         "top_k": _int(40, 0),
         "top_p": _pos(0.95, 1.0),
-        "seed": _int(7, 0),
+        "seed": _int(7, 0, MAX_SEED),
         "tempo": Spec(float, 120.0, 20, 400),
         "key": Spec(str, "C", choices=("none", *KEY_NAMES)),
         "program": _int(0, 0, 127),
@@ -159,7 +163,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "ngram": _int(4, 1, 64),
         "max_test_pieces": _int(64, 1),
         "decode_pieces": _int(8, 1, 1024),
-        "decode_steps": _int(200, 1),
+        "decode_steps": _int(200, 1, 10**7),
         "primer_tokens": _int(8, 1),
     },
     "report": {

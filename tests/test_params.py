@@ -218,3 +218,11 @@ def test_the_shipped_params_yaml_holds_exactly_the_schema_defaults():
     shipped = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
     assert validate(shipped) == DEFAULTS
     assert validate(DEFAULTS) == DEFAULTS  # every default passes its own check
+
+
+@pytest.mark.parametrize(("section", "key"), [("generate", "seed"), ("generate", "max_steps"), ("train", "seed")])
+def test_an_integer_too_large_for_the_generators_is_a_params_error_not_an_overflow(section, key):
+    raw = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    raw[section][key] = 10**22
+    with pytest.raises(ParamsError, match=rf"{section}\.{key} = 10000000000000000000000: expected an integer"):
+        validate(raw)
