@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -164,3 +165,40 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# -- raw MIDI bytes and stage scripts run as a user would ----------------------------------------
+
+
+def vlq(n: int) -> bytes:
+    """A MIDI variable-length quantity (delta times, meta lengths): 7 bits a byte, high bit = more."""
+    out = [n & 0x7F]
+    n >>= 7
+    while n:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    return bytes(reversed(out))
+
+
+def stage_workdir(tmp_path: Path, source: Path, workers: int = 2) -> Path:
+    """tmp_path/work with the project's params.yaml reading data.source from `source`."""
+    import yaml
+
+    work = tmp_path / "work"
+    work.mkdir()
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params["data"].update(source=str(source), watch=str(source), workers=workers)
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    return work
+
+
+def run_stage(work: Path, name: str, timeout: float) -> subprocess.CompletedProcess:
+    """stages/<name>.py in `work`, as DVC would run it; timeout only catches a hang."""
+    return subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "stages" / f"{name}.py")],
+        cwd=work,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -6,29 +6,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import subprocess_env
+from test_cli_sample import run_cli
 
 from midigen.data.midi_io import make_notes, read_notes, write_midi
 
 SMALL = ("--num-files", "1", "--max-steps", "5", "--device", "cpu")
-
-
-def run_cli(*args, cwd: Path) -> subprocess.CompletedProcess:
-    env = subprocess_env()
-    env["OMP_NUM_THREADS"] = "1"  # tiny models sample faster on one thread of a busy machine
-    return subprocess.run(
-        [sys.executable, "-m", "midigen", *map(str, args)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *words: str) -> str:

@@ -13,19 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import subprocess_env
+from conftest import subprocess_env, vlq
 
 from midigen.errors import MidiError
 from midigen.generation.latent import file_window
 from midigen.representations.grid import DrumGrid, MelodyGrid
-
-
-def vlq(n: int) -> bytes:
-    out = [n & 0x7F]
-    while n > 0x7F:
-        n >>= 7
-        out.append(0x80 | (n & 0x7F))
-    return bytes(reversed(out))
 
 
 def gap_bomb(gap_ticks: int, channel: int) -> bytes:

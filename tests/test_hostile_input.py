@@ -13,15 +13,12 @@ import faulthandler
 import os
 import shutil
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
-from conftest import PROJECT_ROOT, random_melody, subprocess_env, write_pretty_midi
+from conftest import PROJECT_ROOT, random_melody, run_stage, stage_workdir, vlq, write_pretty_midi
 
 from midigen.data.ingest import ingest
 from midigen.data.preprocess import preprocess
@@ -41,15 +38,6 @@ def watchdog():
 
 
 # -- raw MIDI bytes ---------------------------------------------------------------------------
-
-
-def vlq(n: int) -> bytes:
-    out = [n & 0x7F]
-    n >>= 7
-    while n:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    return bytes(reversed(out))
 
 
 def header(fmt: int = 0, ntracks: int = 1, division: int = 480) -> bytes:
@@ -314,33 +302,13 @@ def test_a_tiny_timeout_rejects_files_in_worker_processes_too(tmp_path, pre_para
 # -- the stage scripts ------------------------------------------------------------------------
 
 
-def stage_dir(tmp_path: Path, source: Path) -> Path:
-    work = tmp_path / "work"
-    work.mkdir()
-    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
-    params["data"].update(source=str(source), watch=str(source), workers=2)
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
-    return work
-
-
-def run_stage(work: Path, name: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "stages" / f"{name}.py")],
-        cwd=work,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=HANG_LIMIT_S,
-    )
-
-
 def test_stage_scripts_on_the_hostile_folder_keep_the_good_pieces(tmp_path, hostile):
     root, good = hostile
-    work = stage_dir(tmp_path, root)
-    ing = run_stage(work, "ingest")
+    work = stage_workdir(tmp_path, root)
+    ing = run_stage(work, "ingest", HANG_LIMIT_S)
     assert ing.returncode == 0, ing.stdout + ing.stderr
     assert "Traceback" not in ing.stderr, ing.stderr
-    pre = run_stage(work, "preprocess")
+    pre = run_stage(work, "preprocess", HANG_LIMIT_S)
     assert pre.returncode == 0, pre.stdout + pre.stderr
     assert "Traceback" not in pre.stderr, pre.stderr
     summary = [ln for ln in pre.stdout.splitlines() if ln.startswith("preprocess: kept")]
@@ -361,10 +329,10 @@ def test_stage_scripts_on_an_all_bad_folder_fail_with_one_error_line(tmp_path, c
     build_bad(bad, chorale_paths[0])
     for odd in EITHER:
         (bad / odd).unlink()
-    work = stage_dir(tmp_path, bad)
-    ing = run_stage(work, "ingest")
+    work = stage_workdir(tmp_path, bad)
+    ing = run_stage(work, "ingest", HANG_LIMIT_S)
     assert ing.returncode == 0, ing.stdout + ing.stderr
-    pre = run_stage(work, "preprocess")
+    pre = run_stage(work, "preprocess", HANG_LIMIT_S)
     assert pre.returncode != 0
     assert "Traceback" not in pre.stderr, pre.stderr
     errors = [ln for ln in pre.stderr.splitlines() if ln.startswith("error:")]
@@ -377,8 +345,8 @@ def test_ingest_stage_on_a_folder_without_midi_fails_with_one_error_line(tmp_pat
     src = tmp_path / "src"
     src.mkdir()
     (src / "a.txt").write_text("x")
-    work = stage_dir(tmp_path, src)
-    ing = run_stage(work, "ingest")
+    work = stage_workdir(tmp_path, src)
+    ing = run_stage(work, "ingest", HANG_LIMIT_S)
     assert ing.returncode == 2, ing.stdout + ing.stderr
     assert "Traceback" not in ing.stderr
     assert [ln for ln in ing.stderr.splitlines() if ln.startswith("error:")], ing.stderr

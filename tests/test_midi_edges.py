@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, vlq
 
 from midigen.data.midi_io import HANGING_DRUM_QUARTERS, make_notes, read_notes, read_tick_notes, write_midi
 from midigen.data.preprocess import preprocess
@@ -21,15 +21,6 @@ from midigen.table import read_rows
 TPQ = 96
 #: no tempo event: 120 bpm, half a second per quarter
 SEC_PER_TICK = 0.5 / TPQ
-
-
-def vlq(n: int) -> bytes:
-    out = [n & 0x7F]
-    n >>= 7
-    while n:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    return bytes(reversed(out))
 
 
 def track(events: list[tuple[int, bytes]], end_tick: int | None = None) -> bytes:

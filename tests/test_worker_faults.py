@@ -22,7 +22,7 @@ import pandas as pd
 import psutil
 import pytest
 import yaml
-from conftest import PROJECT_ROOT, subprocess_env
+from conftest import PROJECT_ROOT, run_stage, stage_workdir, subprocess_env
 from test_hostile_input import END_OF_TRACK, note_events, raw_midi, tempo_event
 from test_interruption import kill_tree
 
@@ -48,26 +48,6 @@ def write_heavy_corpus(folder: Path, n_files: int = N_FILES) -> list[str]:
         (folder / name).write_bytes(raw_midi(tempo_event(500_000 + i) + notes))  # tempo: distinct content
         names.append(name)
     return names
-
-
-def work_dir(tmp_path: Path, source: Path, workers: int = 2) -> Path:
-    work = tmp_path / "work"
-    work.mkdir()
-    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
-    params["data"].update(source=str(source), watch=str(source), workers=workers)
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
-    return work
-
-
-def stage(work: Path, name: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "stages" / f"{name}.py")],
-        cwd=work,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=HANG_S,
-    )
 
 
 def start_stage(work: Path, name: str) -> subprocess.Popen:
@@ -132,8 +112,8 @@ def leftovers(work: Path) -> list[psutil.Process]:
 
 def test_a_worker_killed_mid_file_ends_preprocess_naming_the_file_and_the_rerun_rejects_it(tmp_path):
     names = write_heavy_corpus(tmp_path / "corpus")
-    work = work_dir(tmp_path, tmp_path / "corpus")
-    assert stage(work, "ingest").returncode == 0
+    work = stage_workdir(tmp_path, tmp_path / "corpus")
+    assert run_stage(work, "ingest", HANG_S).returncode == 0
     for _ in range(3):  # a kill before the worker began its next files loses nothing: the stage
         proc, out, err = kill_a_worker_mid_file(work)  # succeeds, so try again
         if proc.returncode != 0:
@@ -151,7 +131,7 @@ def test_a_worker_killed_mid_file_ends_preprocess_naming_the_file_and_the_rerun_
 
     # DVC deletes the stage's outputs before it reruns; the crash log lives outside them
     shutil.rmtree(work / "data/tokens", ignore_errors=True)
-    again = stage(work, "preprocess")
+    again = run_stage(work, "preprocess", HANG_S)
     assert again.returncode == 0, again.stdout + again.stderr
     rejected = {r["rel_path"]: r["reason"] for r in read_rows(work / "data/tokens/rejected.csv")}
     assert list(rejected) == named, rejected
@@ -163,19 +143,19 @@ def test_a_worker_killed_mid_file_ends_preprocess_naming_the_file_and_the_rerun_
 
 def test_a_remembered_file_is_rejected_under_the_same_limits_only(tmp_path):
     names = write_heavy_corpus(tmp_path / "corpus", n_files=8)
-    work = work_dir(tmp_path, tmp_path / "corpus")
-    assert stage(work, "ingest").returncode == 0
+    work = stage_workdir(tmp_path, tmp_path / "corpus")
+    assert run_stage(work, "ingest", HANG_S).returncode == 0
     crashed = read_rows(work / "data/raw/manifest.csv")[3]
     params = yaml.safe_load((work / "params.yaml").read_text(encoding="utf-8"))
     pre = load_params(work / "params.yaml")["preprocess"]
     limits = {k: pre[k] for k in LIMIT_KEYS}
     CrashLog(work / CRASH_LOG, limits).add(crashed["sha1"], int(crashed["size"]), crashed["rel_path"], "a worker died")
-    assert stage(work, "preprocess").returncode == 0
+    assert run_stage(work, "preprocess", HANG_S).returncode == 0
     assert [r["rel_path"] for r in read_rows(work / "data/tokens/rejected.csv")] == [crashed["rel_path"]]
 
     params["preprocess"]["timeout_s"] = 29
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
-    assert stage(work, "preprocess").returncode == 0
+    assert run_stage(work, "preprocess", HANG_S).returncode == 0
     assert read_rows(work / "data/tokens/rejected.csv") == []
     assert len(read_rows(work / "data/tokens/index.csv")) == len(names)
 
@@ -196,8 +176,8 @@ def test_the_crash_log_is_git_ignored_and_no_stage_output():
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_to_preprocess_ends_it_and_every_worker(tmp_path, sig):
     write_heavy_corpus(tmp_path / "corpus", n_files=48)
-    work = work_dir(tmp_path, tmp_path / "corpus")
-    assert stage(work, "ingest").returncode == 0
+    work = stage_workdir(tmp_path, tmp_path / "corpus")
+    assert run_stage(work, "ingest", HANG_S).returncode == 0
     proc = start_stage(work, "preprocess")
     try:
         busy_worker(proc)  # the signal may come while the second worker is forked: it still counts
@@ -309,7 +289,7 @@ def test_a_worker_killed_mid_export_ends_ingest_naming_the_score_and_the_rerun_l
     log = read_rows(work / "data/.midigen-crashes/ingest.csv")
     assert len(log) == 1 and f": {log[0]['name']}: the worker exporting it" in errors[0], (log, errors)
 
-    again = stage(work, "ingest")
+    again = run_stage(work, "ingest", HANG_S)
     assert again.returncode == 0, again.stdout + again.stderr
     failed = {r["source"]: r["reason"] for r in read_rows(work / "data/raw/failed.csv")}
     assert "killed by SIGKILL" in failed[log[0]["name"]], failed
