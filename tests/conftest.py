@@ -202,3 +202,17 @@ def run_stage(work: Path, name: str, timeout: float) -> subprocess.CompletedProc
         text=True,
         timeout=timeout,
     )
+
+
+def stop_process_group(proc: subprocess.Popen, grace_s: float) -> None:
+    """End a server started with start_new_session=True: SIGTERM its group, SIGKILL after grace_s."""
+    import signal
+
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)

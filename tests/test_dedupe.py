@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import mido
 import pandas as pd
 import pytest
 import yaml
-from conftest import PROJECT_ROOT, subprocess_env
+from conftest import PROJECT_ROOT, run_stage
 
 from midigen.data.split import assign_splits, split_pieces
 
@@ -23,15 +21,8 @@ from midigen.data.split import assign_splits, split_pieces
 COPIES = 6
 
 
-def run_stage(name: str, root: Path) -> str:
-    proc = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "stages" / f"{name}.py")],
-        cwd=root,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def run_ok(name: str, root: Path) -> str:
+    proc = run_stage(root, name, 300)
     assert proc.returncode == 0, f"{name} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
 
@@ -66,8 +57,8 @@ def prepared(tmp_path_factory, chorale_paths) -> Path:
             shutil.copy(src, copy)
     resaved(chorale_paths[0], corpus / "resaved" / "other_name.mid")
     write_params(root)
-    run_stage("ingest", root)
-    run_stage("preprocess", root)
+    run_ok("ingest", root)
+    run_ok("preprocess", root)
     return root
 
 
@@ -76,7 +67,7 @@ def split_in(prepared: Path, tmp_path: Path, **split) -> tuple[Path, str]:
     root = tmp_path / "work"
     shutil.copytree(prepared, root, symlinks=True)
     write_params(root, **split)
-    return root, run_stage("split", root)
+    return root, run_ok("split", root)
 
 
 def by_sha1(root: Path) -> pd.DataFrame:

@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
-from conftest import PROJECT_ROOT, random_melody, subprocess_env, write_pretty_midi
+from conftest import PROJECT_ROOT, random_melody, run_stage, stage_workdir, write_pretty_midi
 
 from midigen.data.ingest import ingest
 from midigen.data.preprocess import preprocess
@@ -64,21 +63,10 @@ def expected_names() -> set[str]:
 
 def test_files_named_with_any_bytes_go_through_the_ingest_and_preprocess_stages(tmp_path):
     src = make_folder(tmp_path / "src")
-    work = tmp_path / "work"
-    work.mkdir()
-    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
-    params["data"].update(source=str(src), watch=str(src), workers=2)
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    work = stage_workdir(tmp_path, src, workers=2)
 
     def stage(name: str) -> subprocess.CompletedProcess:
-        proc = subprocess.run(
-            [sys.executable, str(PROJECT_ROOT / "stages" / f"{name}.py")],
-            cwd=work,
-            env=subprocess_env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        proc = run_stage(work, name, 120)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "Traceback" not in proc.stderr, proc.stderr
         return proc
@@ -112,20 +100,9 @@ def test_a_carriage_return_in_a_name_keeps_its_manifest_row_through_the_stages(t
     names = ["a\rb.mid", "c\nd.mid", "plain.mid"]
     for i, name in enumerate(names):
         write_pretty_midi(src / name, random_melody(i, n=20))
-    work = tmp_path / "work"
-    work.mkdir()
-    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
-    params["data"].update(source=str(src), watch=str(src), workers=1)
-    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    work = stage_workdir(tmp_path, src, workers=1)
     for stage in ("ingest", "preprocess"):
-        proc = subprocess.run(
-            [sys.executable, str(PROJECT_ROOT / "stages" / f"{stage}.py")],
-            cwd=work,
-            env=subprocess_env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        proc = run_stage(work, stage, 120)
         assert proc.returncode == 0, proc.stdout + proc.stderr
     assert [r["rel_path"] for r in read_rows(work / "data/raw/manifest.csv")] == sorted(names)
     assert sorted(TokenStore(work / "data/tokens").index["rel_path"]) == sorted(names)

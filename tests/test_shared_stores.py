@@ -7,8 +7,6 @@ One pipeline run serves both tests (a full tiny `dvc repro` is the slow part).""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import time
@@ -16,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import VENV_BIN, subprocess_env
+from conftest import VENV_BIN, stop_process_group, subprocess_env
 from test_interruption import DVC, make_tiny_repo, run
 
 pytestmark = pytest.mark.pipeline
@@ -61,13 +59,7 @@ def mlflow_server(tmp_path_factory):
             time.sleep(0.25)
         yield url, artifacts
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+        stop_process_group(proc, 20)
         log.close()
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import PROJECT_ROOT, subprocess_env
+from conftest import PROJECT_ROOT, run_stage, subprocess_env
 
 DEFAULTS = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
 
@@ -57,14 +57,7 @@ def bad_params(key: str, value) -> dict:
 def test_a_bad_param_stops_the_stage_before_any_work(tmp_path: Path, stage, key, value, expected):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(bad_params(key, value), sort_keys=False), encoding="utf-8")
     before = sorted(p.name for p in tmp_path.iterdir())
-    proc = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "stages" / f"{stage}.py")],
-        cwd=tmp_path,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_stage(tmp_path, stage, 60)
     assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import VENV_BIN, subprocess_env
+from conftest import VENV_BIN, stop_process_group, subprocess_env
 from test_interruption import SLOW_MODEL, kill_tree, make_tiny_repo, run, wait_for
 
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")  # inside mlflow
@@ -254,13 +254,7 @@ def mlflow_server(work: Path, port: int):
         wait_for(lambda: healthy(url), HANG_S, proc, f"mlflow server on {url}")
         yield url
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+        stop_process_group(proc, 30)
 
 
 def healthy(url: str) -> bool:
