@@ -148,10 +148,13 @@ def test_a_killed_dvc_repro_resumes_training_from_last_pt(tmp_path, chorale_path
             p for p in psutil.Process(proc.pid).children(recursive=True) if "stages/train.py" in " ".join(p.cmdline())
         ]
         assert trainer, "no `python stages/train.py` under dvc"
-        for p in trainer:
-            p.kill()
+        # dvc first, as the OOM killer or a power cut would: killed after the trainer, dvc may
+        # be caught rewriting .dvc/tmp/rwlock for the stage that just died and leave it empty
         proc.kill()
         proc.wait(30)
+        for p in trainer:
+            p.kill()
+        psutil.wait_procs(trainer, timeout=30)
     finally:
         kill_tree(proc)
     first_out = proc.stdout.read()
