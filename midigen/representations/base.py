@@ -174,6 +174,11 @@ class Representation:
         ids = np.asarray(ids, dtype=np.int64)
         return ids[ids >= len(SPECIALS)]
 
+    def grammar(self, limits) -> Any:
+        """The constraints of sampling (a midigen.generation.grammar.Grammar for
+        GrammarLimits `limits`), or None when any id may follow any other."""
+        return None
+
     def pitch_table(self) -> tuple[np.ndarray, int, int] | None:
         """For transposition: (the MIDI pitch each id stands for, -1 for ids that are not a note;
         the lowest and highest pitch the vocabulary has), or None when ids cannot be transposed
