@@ -90,7 +90,9 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "workers": _int(0, 0),
     },
     "preprocess": {
-        "representation": Spec(str, "events", choices=("events", "drums", "melody", "notes_chords", "pitch_duration")),
+        "representation": Spec(str, "events", choices=("events", "drums", "melody", "notes_chords", "pitch_duration", "voices")
+        ),
+        "time_unit": Spec(str, "auto", choices=("auto", "beats", "seconds")),
         "time_step": _pos(0.05, 1.0),
         "max_shift_steps": _int(100, 1, 10000),
         "velocity_bins": _int(0, 0, 128),
@@ -107,6 +109,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "hop_bars": _int(1, 1, 64),
         "chord_min_count": _int(5, 1),
         "fixed_step_quarters": Spec(float, 0.0, 0, 4),
+        "max_voices": _int(4, 1, 16),
     },
     "split": {
         "val_ratio": Spec(float, 0.1, 0, 1, hi_open=True),
@@ -158,6 +161,9 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "tempo": Spec(float, 120.0, 20, 400),
         "key": Spec(str, "C", choices=("none", *KEY_NAMES)),
         "program": _int(0, 0, 127),
+        "constrained": Spec(bool, True),
+        "max_note_beats": Spec(float, 8.0, 0, 1000),
+        "max_voices": _int(4, 0, 128),
     },
     "evaluate": {
         "ngram": _int(4, 1, 64),
