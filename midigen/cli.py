@@ -17,9 +17,17 @@ from pathlib import Path
 
 from midigen import representations
 from midigen.errors import MidigenError, ParamsError, run_main
-from midigen.params import DEFAULTS, SCHEMA, load_params
+from midigen.params import DEFAULTS, SCHEMA, load_params, resolve_time_unit
 
-REP_FLAGS = ("time_step", "max_shift_steps", "velocity_bins", "pitch_min", "pitch_max")
+REP_FLAGS = (
+    "time_unit",
+    "time_step",
+    "steps_per_quarter",
+    "max_shift_steps",
+    "velocity_bins",
+    "pitch_min",
+    "pitch_max",
+)
 #: sample flag -> its generate param (flags default to params.yaml's value, else the schema's)
 SAMPLE_FLAGS = {
     "num_files": "num_files",
@@ -159,6 +167,8 @@ def _preprocess_params(args: argparse.Namespace) -> dict:
             params[key] = SCHEMA["preprocess"][key].check(_flag(key), value)
     if params["pitch_min"] > params["pitch_max"]:
         raise ParamsError(f"pitch_min = {params['pitch_min']} is above pitch_max = {params['pitch_max']}")
+    if params["time_unit"] == "auto":  # beats for the music21 corpora (data.source), else seconds
+        params = resolve_time_unit(params, _section(args, "data")["source"])
     return params
 
 

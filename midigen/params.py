@@ -90,7 +90,8 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "workers": _int(0, 0),
     },
     "preprocess": {
-        "representation": Spec(str, "events", choices=("events", "drums", "melody", "notes_chords", "pitch_duration", "voices")
+        "representation": Spec(
+            str, "events", choices=("events", "drums", "melody", "notes_chords", "pitch_duration", "voices")
         ),
         "time_unit": Spec(str, "auto", choices=("auto", "beats", "seconds")),
         "time_step": _pos(0.05, 1.0),
@@ -260,6 +261,18 @@ def _check_unique_keys(node: yaml.Node, path: tuple[str, ...]) -> None:
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             _check_unique_keys(item, (*path, str(i)))
+
+
+#: data.source prefixes of corpora that are scores (their files' beats are the music's beats)
+SCORE_SOURCES = ("music21:", "builtin:")
+
+
+def resolve_time_unit(preprocess: dict[str, Any], source: str) -> dict[str, Any]:
+    """preprocess with time_unit "auto" made concrete: "beats" for the music21 and built-in
+    corpora (scores), "seconds" for a folder (it may hold performances, whose timing is free)."""
+    if preprocess.get("time_unit", "auto") != "auto":
+        return preprocess
+    return {**preprocess, "time_unit": "beats" if source.startswith(SCORE_SOURCES) else "seconds"}
 
 
 def load_params(path: str | Path = "params.yaml", sections: tuple[str, ...] | None = None) -> dict:

@@ -6,7 +6,7 @@ from pathlib import Path
 from midigen.data.preprocess import preprocess
 from midigen.errors import DataError, run_main
 from midigen.jsonio import write_json
-from midigen.params import load_params
+from midigen.params import load_params, resolve_time_unit
 from midigen.table import one_line
 
 OUT = Path("data/tokens")
@@ -18,7 +18,8 @@ def main() -> None:
     if not manifest_path.exists():
         raise DataError(f"{manifest_path}: missing (run the ingest stage first: dvc repro ingest)")
     # streamed: memory does not grow with the corpus
-    store = preprocess(manifest_path, params["preprocess"], OUT, params["data"]["workers"])
+    settings = resolve_time_unit(params["preprocess"], params["data"]["source"])
+    store = preprocess(manifest_path, settings, OUT, params["data"]["workers"])
     hours = store.duration_s / 3600
     summary = {
         "pieces": store.pieces,

@@ -43,6 +43,18 @@ def chorale_paths(chorale_dir) -> list[Path]:
 
 
 @pytest.fixture(scope="session")
+def bach_corpus(tmp_path_factory) -> list[Path]:
+    """Every Bach chorale of the music21 corpus, exported to MIDI as the ingest stage does
+    (about a minute on two cores): for properties that must hold on the whole corpus."""
+    from midigen.data.ingest import ingest_music21
+
+    out = tmp_path_factory.mktemp("bach")
+    manifest, failed = ingest_music21("bach", out, 0, 2)
+    assert len(failed) == 0, failed
+    return sorted((out / "midi").rglob("*.mid"))
+
+
+@pytest.fixture(scope="session")
 def folk_paths(tmp_path_factory) -> list[Path]:
     """Eight real folk melodies (music21's essenFolksong/teste.abc), exported to MIDI by ingest."""
     from music21 import corpus

@@ -46,9 +46,10 @@ def test_tokenize_prints_one_token_per_line_starting_with_bos(tokenized):
     lines = out.splitlines()
     assert lines[0] == "<BOS>" and lines[-1] == "<EOS>"
     assert all(line and " " not in line for line in lines)
-    rep = EventRepresentation(0.05, 100, 0, 0, 127)
+    # the defaults: events in beats (time_unit auto, data.source music21:bach)
+    rep = EventRepresentation(0.05, 100, 0, 21, 108, "beats", 4)
     assert all(line in rep.token_to_id for line in lines)
-    assert lines == rep.ids_to_tokens(rep.encode(read_notes(midi)))
+    assert lines == rep.ids_to_tokens(rep.encode(rep.read_piece(midi)))
 
 
 def test_detokenize_of_tokenize_output_writes_the_deduplicated_notes(tokenized):
@@ -67,6 +68,7 @@ def test_tokenize_reads_params_yaml_and_flags_override_it(chorale_paths, tmp_pat
     params = {
         "preprocess": {
             "representation": "events",
+            "time_unit": "seconds",
             "time_step": 0.1,
             "max_shift_steps": 7,
             "velocity_bins": 0,
@@ -83,6 +85,7 @@ def test_tokenize_reads_params_yaml_and_flags_override_it(chorale_paths, tmp_pat
             "steps_per_quarter": 4,
             "bars": 4,
             "hop_bars": 1,
+            "max_voices": 4,
         }
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

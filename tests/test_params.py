@@ -16,6 +16,7 @@ GOOD = {
     "data": {"source": "music21:bach", "watch": "data/external", "max_pieces": 0, "workers": 0},
     "preprocess": {
         "representation": "events",
+        "time_unit": "auto",
         "time_step": 0.05,
         "max_shift_steps": 100,
         "velocity_bins": 0,
@@ -32,6 +33,7 @@ GOOD = {
         "hop_bars": 1,
         "chord_min_count": 5,
         "fixed_step_quarters": 0.0,
+        "max_voices": 4,
     },
     "split": {
         "val_ratio": 0.1,

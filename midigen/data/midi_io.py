@@ -396,7 +396,9 @@ def write_midi(
     """
     import pretty_midi
 
-    pm = pretty_midi.PrettyMIDI(initial_tempo=float(tempo_bpm))
+    # 480 ticks per quarter (pretty_midi's default is 220): every 32nd note and triplet of a
+    # score lands on a whole tick
+    pm = pretty_midi.PrettyMIDI(resolution=480, initial_tempo=float(tempo_bpm))
     if key is not None:
         pm.key_signature_changes.append(pretty_midi.KeySignature(pretty_midi.key_name_to_key_number(key), 0.0))
     if time_signature is not None:

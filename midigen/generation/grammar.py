@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from midigen.representations.base import EOS
+
 
 @dataclass(frozen=True)
 class GrammarLimits:
@@ -47,3 +49,65 @@ class Grammar:
     def keep_rows(self, state: Any, keep: torch.Tensor) -> Any:
         """The state of the rows where keep is True (rows that finished leave the batch)."""
         return {k: v[keep] for k, v in state.items()}
+
+
+class EventGrammar(Grammar):
+    """The grammar of event tokens (midigen.representations.events): NOTE_ON only for a silent
+    pitch and while fewer than max_voices sound, NOTE_OFF only for a pitch sounding for at least
+    one step (encode never writes a zero-length note), TIME_SHIFT only as far as keeps every
+    sounding note within max_note_steps, <EOS> only after some note and with nothing sounding.
+    VELOCITY tokens may come anywhere; <PAD> and <BOS> never.
+
+    A row is never stuck: with nothing sounding a TIME_SHIFT or NOTE_ON is legal; otherwise a
+    note that has sounded for a step can be closed, or a note struck at this very step can wait
+    one step (max_note_steps >= 1)."""
+
+    def __init__(self, rep, max_note_steps: int = 0, max_voices: int = 0):
+        self.n_pitch = rep.pitch_max - rep.pitch_min + 1
+        self.max_shift = rep.max_shift_steps
+        self.n_vel = rep.velocity_bins
+        self.on_base, self.off_base, self.shift_base = rep.on_base, rep.off_base, rep.shift_base
+        self.vocab_size = len(rep.vocab)
+        self.max_note_steps = max(1, int(max_note_steps)) if max_note_steps else 0
+        self.max_voices = int(max_voices)
+        self._shift_k = torch.arange(1, self.max_shift + 1)
+
+    def start(self, batch: int, device: torch.device) -> dict[str, torch.Tensor]:
+        return {
+            "sounding": torch.zeros(batch, self.n_pitch, dtype=torch.bool, device=device),
+            "age": torch.zeros(batch, self.n_pitch, dtype=torch.long, device=device),
+            "started": torch.zeros(batch, dtype=torch.bool, device=device),
+        }
+
+    def allowed(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
+        sounding, age = state["sounding"], state["age"]
+        batch, device = sounding.shape[0], sounding.device
+        count = sounding.sum(1)
+        specials = torch.zeros(batch, self.on_base, dtype=torch.bool, device=device)
+        specials[:, EOS] = (count == 0) & state["started"]
+        may_strike = count < self.max_voices if self.max_voices else torch.ones_like(state["started"])
+        on = ~sounding & may_strike[:, None]
+        off = sounding & (age >= 1)
+        k = self._shift_k.to(device)
+        if self.max_note_steps:
+            oldest = torch.where(sounding, age, torch.zeros_like(age)).max(1).values
+            room = self.max_note_steps - oldest
+            shift = k[None, :] <= room[:, None]
+        else:
+            shift = torch.ones(batch, self.max_shift, dtype=torch.bool, device=device)
+        vel = torch.ones(batch, self.n_vel, dtype=torch.bool, device=device)
+        return torch.cat([specials, on, off, shift, vel], dim=1)
+
+    def advance(self, state: dict[str, torch.Tensor], ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        sounding, age = state["sounding"].clone(), state["age"].clone()
+        rows = torch.arange(ids.shape[0], device=ids.device)
+        is_on = (ids >= self.on_base) & (ids < self.off_base)
+        is_off = (ids >= self.off_base) & (ids < self.shift_base)
+        is_shift = (ids >= self.shift_base) & (ids < self.shift_base + self.max_shift)
+        pitch = torch.where(is_on, ids - self.on_base, ids - self.off_base).clamp(0, self.n_pitch - 1)
+        steps = torch.where(is_shift, ids - self.shift_base + 1, torch.zeros_like(ids))
+        age = age + steps[:, None] * sounding  # time passes for the notes sounding before it
+        sounding[rows[is_on], pitch[is_on]] = True  # struck again while sounding: a new note
+        age[rows[is_on], pitch[is_on]] = 0
+        sounding[rows[is_off], pitch[is_off]] = False
+        return {"sounding": sounding, "age": age, "started": state["started"] | is_on}

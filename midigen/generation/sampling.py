@@ -48,6 +48,7 @@ def generate_tokens(
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
     greedy: bool = False,
+    grammar=None,
 ) -> list[list[int]]:
     """Continue every prompt at once (one batch); each stops at eos_id or after max_steps new ids.
 
@@ -55,6 +56,9 @@ def generate_tokens(
     has keep_rows(state, keep). Prompts may differ in length: they are fed left-aligned and each
     row starts sampling as soon as its own prompt is used up. A row that has finished leaves the
     batch, so the batch only computes what is still wanted.
+
+    grammar (a midigen.generation.grammar.Grammar): the ids each row may take next are masked
+    before sampling; every id a row is fed, prompt ids included, advances its state.
     """
     model.eval()
     device = next(iter(model.state_dict().values())).device
@@ -69,6 +73,9 @@ def generate_tokens(
     state = None
     if common > 1:
         _, state = model(prompt[:, : common - 1], state)
+    rules = grammar.start(batch, device) if grammar is not None else None
+    for col in range(common if grammar is not None else 0):
+        rules = grammar.advance(rules, prompt[:, col])
     x = prompt[:, common - 1 : common]
     live = torch.arange(batch, device=device)  # original row of each row still running
     produced = torch.zeros(batch, dtype=torch.long, device=device)
@@ -77,7 +84,10 @@ def generate_tokens(
     while live.numel():
         logits, state = model(x, state)
         pos += 1
-        nxt = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator, greedy)
+        last = logits[:, -1, :]
+        if rules is not None:
+            last = last.masked_fill(~grammar.allowed(rules), float("-inf"))
+        nxt = sample_next(last, temperature, top_k, top_p, generator, greedy)
         in_prompt = lengths[live] > pos
         if in_prompt.any():
             nxt = torch.where(in_prompt, prompt[live, min(pos, max_len - 1)], nxt)
@@ -85,11 +95,15 @@ def generate_tokens(
         rows_log.append(live[sampling])
         ids_log.append(nxt[sampling])
         produced[live] += sampling.long()
+        if rules is not None:
+            rules = grammar.advance(rules, nxt)
         finished = sampling & ((nxt == eos_id) | (produced[live] >= max_steps))
         if finished.any():
             keep = ~finished
             live, nxt = live[keep], nxt[keep]
             state = model.keep_rows(state, keep)
+            if rules is not None:
+                rules = grammar.keep_rows(rules, keep)
         x = nxt.unsqueeze(1)
     rows = torch.cat(rows_log).cpu()
     ids = torch.cat(ids_log).cpu()

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from midigen.generation.grammar import GrammarLimits
 from midigen.representations import BOS, EOS, PAD, OutputContext, Representation
 
 #: every sampling control the CLI knows (see SampleRequest)
@@ -46,6 +47,8 @@ class SampleRequest:
     greedy: bool = False
     #: a MIDI file whose tokens every piece continues
     primer: str | Path | None = None
+    #: what the constrained sampler enforces (generate.constrained); None = unconstrained
+    limits: GrammarLimits | None = None
 
 
 @dataclass
@@ -85,6 +88,7 @@ def request_from(generate_params: dict[str, Any], **overrides: Any) -> SampleReq
         "max_steps": g["max_steps"],
         "top_k": g["top_k"],
         "top_p": g["top_p"],
+        "limits": GrammarLimits(g["max_note_beats"], g["max_voices"], g["tempo"]) if g["constrained"] else None,
     }
     fields.update(overrides)
     return SampleRequest(**fields)
@@ -251,6 +255,7 @@ class TokenLMFamily(Family):
             prompt = ids[:-1].tolist()  # without <EOS>, so the model continues
         gen = torch.Generator(device=device)
         gen.manual_seed(request.seed)
+        grammar = rep.grammar(request.limits) if request.limits is not None else None
         out = generate_tokens(
             model,
             [prompt] * request.num,
@@ -261,6 +266,7 @@ class TokenLMFamily(Family):
             request.top_p,
             generator=gen,
             greedy=request.greedy,
+            grammar=grammar,
         )
         return [np.asarray(o, dtype=np.int64) for o in out]
 

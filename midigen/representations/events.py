@@ -1,5 +1,10 @@
 """Performance-style event tokens: NOTE_ON_p, NOTE_OFF_p, TIME_SHIFT_k, optional VELOCITY_b.
 
+A TIME_SHIFT step is `time_step` seconds (time_unit "seconds": performances, whose timing is
+the music) or 1/steps_per_quarter of a quarter note (time_unit "beats": scores, read in quarter
+notes from the file's own beats whatever its tempo map, so a chorale's onsets fall exactly on
+the grid, and written at generate.tempo), as MidiTok's MIDILike at a beat resolution.
+
 Times are quantised as absolute positions on a grid of `time_step_s` first, and the shifts are
 the differences of those integer positions. Rounding every gap separately (as the reference
 design does) lets the error pile up over a piece; here every onset stays within half a step of
@@ -8,14 +13,19 @@ the original however long the piece is.
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from midigen.data.midi_io import NOTE_DTYPE, empty_notes
-from midigen.representations.base import BOS, EOS, SPECIALS, Representation
+from midigen.representations.base import BOS, EOS, SPECIALS, OutputContext, Representation
 
 DEFAULT_VELOCITY = 100
+#: quarter notes per minute of the musical time a "beats" representation works in
+BEATS_TEMPO_BPM = 120.0
+TIME_UNITS = ("seconds", "beats")
 
 # token kinds, used by the decoder's lookup table
 _SPECIAL, _ON, _OFF, _SHIFT, _VEL = range(5)
@@ -31,7 +41,17 @@ class EventRepresentation(Representation):
         velocity_bins: int = 0,
         pitch_min: int = 0,
         pitch_max: int = 127,
+        time_unit: str = "seconds",
+        steps_per_quarter: int = 4,
     ):
+        if time_unit not in TIME_UNITS:
+            raise ValueError(f"time_unit {time_unit!r} is not one of {TIME_UNITS}")
+        self.time_unit = time_unit
+        self.steps_per_quarter = int(steps_per_quarter)
+        if time_unit == "beats":
+            # notes in musical time, as if played at BEATS_TEMPO_BPM (see Representation.decode)
+            self.score_tempo_bpm = BEATS_TEMPO_BPM
+            time_step = 60.0 / BEATS_TEMPO_BPM / self.steps_per_quarter
         self.time_step = float(time_step)
         self.max_shift_steps = int(max_shift_steps)
         self.velocity_bins = int(velocity_bins)
@@ -63,10 +83,16 @@ class EventRepresentation(Representation):
 
     @classmethod
     def from_params(cls, p: dict[str, Any]) -> EventRepresentation:
-        return cls(p["time_step"], p["max_shift_steps"], p["velocity_bins"], p["pitch_min"], p["pitch_max"])
+        unit = p.get("time_unit", "seconds")
+        if unit not in TIME_UNITS:  # "auto" depends on data.source
+            raise ValueError(f"preprocess.time_unit {unit!r}: resolve it first (midigen.params.resolve_time_unit)")
+        return cls(
+            p["time_step"], p["max_shift_steps"], p["velocity_bins"], p["pitch_min"], p["pitch_max"],
+            unit, p.get("steps_per_quarter", 4),
+        )  # fmt: skip
 
     def config(self) -> dict[str, Any]:
-        return {
+        config = {
             "name": self.name,
             "time_step": self.time_step,
             "max_shift_steps": self.max_shift_steps,
@@ -74,6 +100,24 @@ class EventRepresentation(Representation):
             "pitch_min": self.pitch_min,
             "pitch_max": self.pitch_max,
         }
+        if self.time_unit == "beats":  # stores and checkpoints in seconds keep their old config
+            config.update(time_unit=self.time_unit, steps_per_quarter=self.steps_per_quarter)
+        return config
+
+    def write_midi(self, ids: np.ndarray, path: str | Path, context: OutputContext | None = None) -> np.ndarray:
+        """As Representation.write_midi, without a key signature: event tokens do not know the
+        key (generate.key is for the score-time representations)."""
+        return super().write_midi(ids, path, dataclasses.replace(context or OutputContext(), key=None))
+
+    def grammar(self, limits):
+        from midigen.generation.grammar import EventGrammar
+
+        beats = limits.max_note_beats
+        if self.time_unit == "beats":
+            max_steps = round(beats * self.steps_per_quarter)
+        else:
+            max_steps = round(beats * 60.0 / limits.tempo_bpm / self.time_step)
+        return EventGrammar(self, max_note_steps=max_steps if beats > 0 else 0, max_voices=limits.max_voices)
 
     def pitch_table(self) -> tuple[np.ndarray, int, int]:
         """NOTE_ON_p and NOTE_OFF_p stand for pitch p; the ids of neighbouring pitches are neighbours."""
