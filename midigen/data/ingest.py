@@ -2,7 +2,8 @@
 
 Sources:
 - ``music21:bach`` | ``music21:essen`` | ``music21:ryans``: pieces of the corpus that ships inside
-  the music21 package, exported to MIDI under ``data/raw/midi/``;
+  the music21 package, exported to MIDI under ``data/raw/midi/``, with a "fermata" marker event
+  where a note carries one (MIDI has no fermata; the voices representation reads them);
 - ``builtin:nabiya``: a one-song dataset (midigen/data/builtin.py) written under ``data/raw/midi/``,
   assigned to the training split in the manifest (val and test fall back to it), for smoke runs;
 - a path to a folder of .mid/.midi files (recursive, any case): listed in place, not copied,
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from midigen.data.midi_io import make_notes, write_midi
+from midigen.data.midi_io import FERMATA, add_markers, make_notes, write_midi
 from midigen.errors import DataError
 from midigen.parallel import CrashLog, WorkerCrash, crash_log_path, imap_progress
 from midigen.table import free_name, name_to_text, one_line, path_to_text
@@ -149,7 +150,9 @@ def export_music21_file(job: tuple[str, str, str]) -> list[tuple[str, str | None
             data = translate.streamToMidiFile(score).writestr()
             if not data:
                 raise ValueError("empty MIDI")
-            target.write_bytes(delay_midi(data, pickup) if pickup else data)
+            data = delay_midi(data, pickup) if pickup else data
+            fermatas = [(q + pickup, FERMATA) for q in fermata_quarters(score, expand_repeats=True)]
+            target.write_bytes(add_markers(data, fermatas) if fermatas else data)
             results.append((rel, None))
             continue
         except Exception as exc:
@@ -158,7 +161,9 @@ def export_music21_file(job: tuple[str, str, str]) -> list[tuple[str, str | None
             notes = stream_notes(score, pickup)
             if not len(notes):
                 raise ValueError("no notes")
-            write_midi(notes, target)
+            sec = seconds_per_quarter(score)
+            fermatas = [((q + pickup) * sec, FERMATA) for q in fermata_quarters(score, expand_repeats=False)]
+            write_midi(notes, target, markers=fermatas)
             results.append((rel, None))
         except Exception as exc:
             reason = f"MIDI export failed: {first_error}; fallback: {type(exc).__name__}: {exc}"
@@ -205,15 +210,36 @@ def delay_midi(data: bytes, quarters: float) -> bytes:
     return out.getvalue()
 
 
+def fermata_quarters(score, expand_repeats: bool) -> list[float]:
+    """The onsets (quarter notes from the start of the score) of the notes and chords that carry
+    a fermata, in any part, with the repeats expanded as music21's MIDI export plays them or as
+    notated: MIDI has no event for a fermata, so the export marks them (FERMATA markers) for the
+    voices representation to read back. None in a score music21 cannot expand or flatten."""
+    from music21 import bar, expressions, repeat
+
+    try:
+        if expand_repeats and any(score.recurse().getElementsByClass((bar.Repeat, repeat.RepeatExpression))):
+            score = score.expandRepeats()
+        notes = list(score.flatten().notes)
+    except Exception:
+        return []
+    return sorted({float(el.offset) for el in notes if any(isinstance(e, expressions.Fermata) for e in el.expressions)})
+
+
+def seconds_per_quarter(score) -> float:
+    """A quarter note's length in seconds at the score's first metronome mark (120 bpm if none)."""
+    from music21 import tempo
+
+    marks = list(score.flatten().getElementsByClass(tempo.MetronomeMark))
+    bpm = marks[0].getQuarterBPM() if marks and marks[0].getQuarterBPM() else 120.0
+    return 60.0 / bpm
+
+
 def stream_notes(score, pickup_quarters: float = 0.0) -> np.ndarray:
     """Notes of a music21 score as written (ties merged, repeats not expanded), in seconds at
     the score's first metronome mark (120 bpm if none), delayed by `pickup_quarters`."""
-    from music21 import tempo
-
     flat = score.flatten().stripTies()
-    marks = list(flat.getElementsByClass(tempo.MetronomeMark))
-    bpm = marks[0].getQuarterBPM() if marks and marks[0].getQuarterBPM() else 120.0
-    sec_per_quarter = 60.0 / bpm
+    sec_per_quarter = seconds_per_quarter(score)
     starts, ends, pitches = [], [], []
     for el in flat.notes:
         start = (float(el.offset) + pickup_quarters) * sec_per_quarter

@@ -13,9 +13,11 @@ rejects the file with the reason.
 
 from __future__ import annotations
 
+import io
 import os
 from bisect import bisect_right
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,20 +90,16 @@ class TickNotes:
     track: np.ndarray
 
 
-def read_tick_notes(path: str | Path, max_notes: int | None = None) -> TickNotes:
-    """Parse a MIDI file with symusic; all tracks' notes in ticks, unsorted.
-
-    Note-ons that no note-off ends count too (see scan_events). Raises MidiError with the reason
-    when the file cannot be parsed, has a malformed set-tempo event or exceeds max_notes.
-    """
+def _parse(path: Path) -> tuple[bytes, Any]:
+    """A file's bytes and symusic's Score of them; MidiError with the reason when it cannot be
+    read or parsed."""
     from symusic import Score
 
-    path = Path(path)
     try:
         data = path.read_bytes()
         if not data:
             raise MidiError(path, "empty file")
-        score = Score.from_midi(data)
+        return data, Score.from_midi(data)
     except MidiError:
         raise
     except OSError as exc:
@@ -109,6 +107,69 @@ def read_tick_notes(path: str | Path, max_notes: int | None = None) -> TickNotes
     except Exception as exc:  # symusic raises RuntimeError/ValueError with a parser message
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MidiError(path, f"not a readable MIDI file ({msg})") from None
+
+
+#: the text of the marker event ingest writes where a music21 score has a fermata
+FERMATA = "fermata"
+
+
+@dataclass
+class ScoreMarks:
+    """What a file's meta events mark in its score, in quarter notes from the start."""
+
+    #: (quarter, numerator, denominator) of each time signature
+    meters: list[tuple[float, int, int]]
+    #: (quarter, text) of each marker event (meta type 6, e.g. ingest's "fermata")
+    markers: list[tuple[float, str]]
+
+
+def read_marks(path: str | Path) -> ScoreMarks:
+    """The time signatures and marker events of a MIDI file (symusic reads both at C speed; a
+    text event, meta type 1, is not a marker and is not read)."""
+    path = Path(path)
+    _, score = _parse(path)
+    tpq = int(score.ticks_per_quarter)
+    if tpq <= 0:
+        raise MidiError(path, f"invalid ticks-per-quarter {tpq}")
+    meters = [(ts.time / tpq, int(ts.numerator), int(ts.denominator)) for ts in score.time_signatures]
+    return ScoreMarks(meters, [(m.time / tpq, str(m.text)) for m in score.markers])
+
+
+def add_markers(data: bytes, marks: Sequence[tuple[float, str]]) -> bytes:
+    """MIDI file bytes with a marker event (meta type 6) added to the first track per (quarter
+    notes from the start, text) mark: how a score's marks that MIDI has no event for (a
+    fermata) survive the export, for read_marks to find."""
+    import mido
+
+    mid = mido.MidiFile(file=io.BytesIO(data))
+    track = mid.tracks[0]
+    now, timed = 0, []
+    for msg in track:
+        now += msg.time
+        timed.append((now, msg))
+    end = timed.pop() if timed and timed[-1][1].type == "end_of_track" else None
+    timed += [(round(q * mid.ticks_per_beat), mido.MetaMessage("marker", text=text)) for q, text in marks]
+    timed.sort(key=lambda tm: tm[0])  # stable: a marker comes after the events already at its time
+    if end is not None:
+        timed.append((max(end[0], timed[-1][0] if timed else 0), end[1]))
+    prev = 0
+    track.clear()
+    for t, msg in timed:
+        track.append(msg.copy(time=t - prev))
+        prev = t
+    out = io.BytesIO()
+    mid.save(file=out)
+    return out.getvalue()
+
+
+def read_tick_notes(path: str | Path, max_notes: int | None = None) -> TickNotes:
+    """Parse a MIDI file with symusic; all tracks' notes in ticks, unsorted.
+
+    Note-ons that no note-off ends count too (see scan_events). Raises MidiError with the reason
+    when the file cannot be parsed, has a malformed set-tempo event or exceeds max_notes.
+    """
+    path = Path(path)
+    data, score = _parse(path)
     tpq = int(score.ticks_per_quarter)
     if tpq <= 0:
         raise MidiError(path, f"invalid ticks-per-quarter {tpq}")
@@ -386,13 +447,19 @@ def write_midi(
     time_signature: tuple[int, int] | None = None,
     length_s: float | None = None,
     key: str | None = None,
+    track: np.ndarray | None = None,
+    track_names: Sequence[str] = (),
+    markers: Sequence[tuple[float, str]] = (),
 ) -> None:
     """Write notes to a MIDI file, one instrument per (program, is_drum) pair.
 
     empty_track: the (program, is_drum) track written when there are no notes (a silent drum
     pattern is still a drum track). time_signature: a meta event at time 0. length_s: the file
     lasts at least this long (a text event marks the end), so a pattern ending in rests keeps
-    its full length. key: a key signature at time 0 (one of KEY_NAMES).
+    its full length. key: a key signature at time 0 (one of KEY_NAMES). track: instead, one
+    instrument per track number (each note's, 0 ...), named track_names[number], with the
+    program of its first note (empty_track's when it has none): a chorale's voices. markers:
+    (seconds, text) marker events (meta type 6, as read_marks reads them).
     """
     import pretty_midi
 
@@ -405,10 +472,7 @@ def write_midi(
         pm.time_signature_changes.append(pretty_midi.TimeSignature(*time_signature, 0.0))
     if length_s is not None:
         pm.text_events.append(pretty_midi.Text("end", float(length_s)))
-    keys = sorted({(int(p), bool(d)) for p, d in zip(notes["program"], notes["is_drum"], strict=True)})
-    for program, is_drum in keys or [empty_track]:
-        inst = pretty_midi.Instrument(program=program, is_drum=is_drum)
-        sel = notes[(notes["program"] == program) & (notes["is_drum"] == is_drum)]
+    for inst, sel in _instruments(notes, empty_track, track, track_names):
         for n in sel:
             inst.notes.append(
                 pretty_midi.Note(
@@ -423,8 +487,39 @@ def write_midi(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     try:
-        pm.write(str(tmp))
+        if markers:
+            buf = io.BytesIO()
+            pm.write(buf)
+            tmp.write_bytes(add_markers(buf.getvalue(), [(t * tempo_bpm / 60.0, text) for t, text in markers]))
+        else:
+            pm.write(str(tmp))
         os.replace(tmp, path)  # e.g. IsADirectoryError when path is a folder
     except BaseException:
         tmp.unlink(missing_ok=True)  # no half-written file is left behind
         raise
+
+
+def _instruments(
+    notes: np.ndarray, empty_track: tuple[int, bool], track: np.ndarray | None, track_names: Sequence[str]
+) -> list[tuple[Any, np.ndarray]]:
+    """(pretty_midi instrument, its notes) per track write_midi writes (see there)."""
+    import pretty_midi
+
+    if track is not None:
+        track = np.asarray(track, dtype=np.int64)
+        n = max(len(track_names), int(track.max()) + 1 if track.shape[0] else 1)
+        out = []
+        for k in range(n):
+            sel = notes[track == k]
+            program, is_drum = (int(sel["program"][0]), bool(sel["is_drum"][0])) if len(sel) else empty_track
+            name = track_names[k] if k < len(track_names) else f"Voice {k + 1}"
+            out.append((pretty_midi.Instrument(program=program, is_drum=is_drum, name=name), sel))
+        return out
+    keys = sorted({(int(p), bool(d)) for p, d in zip(notes["program"], notes["is_drum"], strict=True)})
+    return [
+        (
+            pretty_midi.Instrument(program=program, is_drum=is_drum),
+            notes[(notes["program"] == program) & (notes["is_drum"] == is_drum)],
+        )
+        for program, is_drum in keys or [empty_track]
+    ]

@@ -9,6 +9,7 @@ from midigen.representations.events import EventRepresentation
 from midigen.representations.grid import DrumGrid, GridRepresentation, MelodyGrid
 from midigen.representations.notes_chords import NotesChordsRepresentation
 from midigen.representations.pitch_duration import PitchDurationRepresentation
+from midigen.representations.voices import VoicesRepresentation
 
 __all__ = [
     "BOS",
@@ -23,6 +24,7 @@ __all__ = [
     "MelodyGrid",
     "NotesChordsRepresentation",
     "PitchDurationRepresentation",
+    "VoicesRepresentation",
     "from_config",
     "from_params",
     "layout_of",
@@ -36,6 +38,7 @@ _KINDS: dict[str, type[Representation]] = {
     "melody": MelodyGrid,
     "notes_chords": NotesChordsRepresentation,
     "pitch_duration": PitchDurationRepresentation,
+    "voices": VoicesRepresentation,
 }
 
 

@@ -1,0 +1,294 @@
+"""BachBot's encoding of chorales (Liang & Gotham, ISMIR 2017): the score is cut into
+sixteenth-note frames (musical time, see score_time.py); each frame lists the notes sounding
+in it from high to low, each either struck in this frame (`C4`) or held from the frame before
+(`C4~`), then the frame delimiter `|||`. A frame under a fermata starts with `FERMATA`; a frame
+with no notes is the delimiter alone. Listeners could barely tell BachBot's chorales from Bach's.
+
+Reading: a file needs a time signature (a file without meter is a performance, not a score);
+the fermatas are ingest's "fermata" markers (music21 exports none, see data/ingest.py), and a
+fermata covers its frame up to the end of the longest note struck there. Unisons (two voices on
+one pitch) are one note; a pitch struck while it sounds is struck anew. At most max_voices notes
+per frame: a file with more in over MAX_OVER_SHARE of its sounding frames is rejected; in the
+other files a frame over the limit keeps its highest max_voices - 1 notes and its lowest (the
+outer voices stay), and max_voices = 1 keeps the highest.
+
+Decoding reads any id sequence: `p~` continues the note of pitch p of the frame before (or
+starts one when there is none), notes out of order in a frame (not strictly descending) and a
+FERMATA after a frame's first token are skipped. A note's voice is its rank, 0 = highest, in
+its first frame; write_midi writes one track per voice (Soprano, Alto, Tenor, Bass for four).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from midigen.data.midi_io import FERMATA, read_marks, write_midi
+from midigen.errors import MidiError
+from midigen.representations.base import BOS, EOS, SPECIALS, OutputContext
+from midigen.representations.score_time import (
+    SCORE_TEMPO_BPM,
+    STEP_S,
+    STEPS_PER_QUARTER,
+    ScoreTimeRepresentation,
+    pitch_name,
+)
+
+FERMATA_TOKEN = "FERMATA"
+FRAME_TOKEN = "|||"
+TIE_SUFFIX = "~"
+#: a file with more than max_voices notes at once in more than this share of its sounding
+#: frames is rejected (a piano piece, not a chorale)
+MAX_OVER_SHARE = 0.10
+SATB = ("Soprano", "Alto", "Tenor", "Bass")
+
+
+class Chorale(NamedTuple):
+    """What encode takes: the notes (score time, see score_time.py) and the sixteenth-note
+    steps of the fermata marks."""
+
+    notes: np.ndarray
+    fermatas: np.ndarray
+
+
+class Frames(NamedTuple):
+    """A chorale on the frame grid: (frames, pitches of the range) sounding and struck, and
+    (frames,) under a fermata."""
+
+    sound: np.ndarray
+    onset: np.ndarray
+    fermata: np.ndarray
+
+
+class Voiced(NamedTuple):
+    """Decoded notes as (onset step, offset step, pitch) rows in (onset, pitch) order, the
+    voice of each, and the frames that start with FERMATA."""
+
+    rows: list[tuple[int, int, int]]
+    voice: np.ndarray
+    fermata_frames: list[int]
+
+
+class VoicesRepresentation(ScoreTimeRepresentation):
+    name = "voices"
+    layout = "sequence"
+    info_keys = ("n_notes", "duration_s", "frames", "fermata_frames", "over_voices")
+
+    def __init__(self, pitch_min: int = 21, pitch_max: int = 108, max_voices: int = 4):
+        if max_voices < 1:
+            raise ValueError(f"max_voices must be >= 1, got {max_voices}")
+        self.max_voices = int(max_voices)
+        names = [pitch_name(p) for p in range(pitch_min, pitch_max + 1)]
+        vocab = list(SPECIALS)
+        self.new_base = len(vocab)
+        self.tie_base = self.new_base + len(names)
+        vocab += names + [n + TIE_SUFFIX for n in names]
+        self.fermata_id = len(vocab)
+        self.frame_id = self.fermata_id + 1
+        vocab += [FERMATA_TOKEN, FRAME_TOKEN]
+        super().__init__(vocab, pitch_min, pitch_max)
+        self.n_pitches = len(names)
+
+    @classmethod
+    def from_params(cls, p: dict[str, Any]) -> VoicesRepresentation:
+        return cls(p["pitch_min"], p["pitch_max"], p["max_voices"])
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "pitch_min": self.pitch_min,
+            "pitch_max": self.pitch_max,
+            "max_voices": self.max_voices,
+        }
+
+    # -- files -> frames -> ids -----------------------------------------------------------------
+
+    def read_checked(self, path: str, limits: dict[str, Any]) -> tuple[Chorale, float]:
+        """The file's notes and fermatas; MidiError also for a file without a time signature."""
+        notes, duration = super().read_checked(path, limits)
+        marks = read_marks(path)
+        if not marks.meters:
+            raise MidiError(path, "no time signature (no meter): voices reads scores, e.g. chorales")
+        steps = [int(np.floor(q * STEPS_PER_QUARTER + 0.5)) for q, text in marks.markers if text == FERMATA]
+        return Chorale(notes, np.asarray(sorted(set(steps)), dtype=np.int64)), duration
+
+    def frames(self, piece: Chorale | np.ndarray) -> Frames:
+        """The frame grid of a chorale (or of bare notes, without fermatas)."""
+        if not isinstance(piece, Chorale):
+            piece = Chorale(piece, np.zeros(0, dtype=np.int64))
+        on, off, pitch = self.grid_notes(piece.notes)
+        n = int(off.max()) if off.shape[0] else 0
+        col = pitch - self.pitch_min
+        edges = np.zeros((n + 1, self.n_pitches), dtype=np.int32)
+        np.add.at(edges, (on, col), 1)
+        np.add.at(edges, (off, col), -1)
+        onset = np.zeros((n, self.n_pitches), dtype=bool)
+        onset[on, col] = True
+        fermata = np.zeros(n, dtype=bool)
+        for step in piece.fermatas[(piece.fermatas >= 0) & (piece.fermatas < n)].tolist():
+            struck = off[on == step]
+            fermata[step : int(struck.max()) if struck.shape[0] else step + 1] = True
+        return Frames(np.cumsum(edges, axis=0)[:n] > 0, onset, fermata)
+
+    def kept(self, sound: np.ndarray) -> np.ndarray:
+        """The sounding notes a frame keeps: all of them up to max_voices, else its highest
+        max_voices - 1 and its lowest (max_voices = 1: its highest)."""
+        count = sound.sum(axis=1, keepdims=True)
+        above = np.cumsum(sound[:, ::-1], axis=1)[:, ::-1] - sound  # sounding notes higher up
+        if self.max_voices == 1:
+            keep = above == 0
+        else:
+            keep = (above < self.max_voices - 1) | (above == count - 1)
+        return sound & ((count <= self.max_voices) | keep)
+
+    def encode(self, piece: Chorale | np.ndarray) -> np.ndarray:
+        return self.encode_frames(self.frames(piece))
+
+    def encode_frames(self, frames: Frames) -> np.ndarray:
+        """<BOS>, per frame [FERMATA] + its kept notes from high to low + |||, <EOS>."""
+        kept = self.kept(frames.sound)
+        before = np.zeros_like(kept)
+        before[1:] = kept[:-1]
+        tied = kept & ~frames.onset & before  # a note dropped in the frame before is struck anew
+        f, col = np.nonzero(kept)
+        n = kept.shape[0]
+        fermata = np.flatnonzero(frames.fermata)
+        frame = np.concatenate([f, fermata, np.arange(n)])
+        # within a frame: FERMATA, then pitches high to low, then the delimiter
+        order = np.concatenate(
+            [self.n_pitches - col, np.zeros(fermata.shape[0], np.int64), np.full(n, self.n_pitches + 1)]
+        )
+        ids = np.concatenate(
+            [
+                np.where(tied[f, col], self.tie_base, self.new_base) + col,
+                np.full(fermata.shape[0], self.fermata_id),
+                np.full(n, self.frame_id),
+            ]
+        )
+        body = ids[np.lexsort((order, frame))]
+        return np.concatenate([[BOS], body, [EOS]]).astype(np.uint16)
+
+    def tokenize_file(self, path: str, limits: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+        """One file -> ids and index fields; MidiError for a file whose frames go over
+        max_voices too often (see MAX_OVER_SHARE) or that has no note in the pitch range."""
+        chorale, duration = self.read_checked(path, limits)
+        frames = self.frames(chorale)
+        count = frames.sound.sum(axis=1)
+        if not count.any():
+            raise MidiError(path, "no notes inside preprocess.pitch_min..pitch_max")
+        over = int((count > self.max_voices).sum())
+        sounding = int((count > 0).sum())
+        if over > MAX_OVER_SHARE * sounding:
+            raise MidiError(
+                path,
+                f"more than preprocess.max_voices = {self.max_voices} notes at once in {over / sounding:.0%} of its "
+                f"frames (at most {MAX_OVER_SHARE:.0%})",
+            )
+        info = {
+            "n_notes": int(chorale.notes.shape[0]),
+            "duration_s": round(duration, 3),
+            "frames": int(count.shape[0]),
+            "fermata_frames": int(frames.fermata.sum()),
+            "over_voices": over,
+        }
+        return self.encode_frames(frames), info
+
+    # -- ids -> notes -> files ------------------------------------------------------------------
+
+    def decode_voiced(self, ids: np.ndarray) -> Voiced:
+        """Any id sequence -> notes with their voices (see the module docstring); the sequence
+        ends at the first <EOS> after some content."""
+        on: list[int] = []
+        off: list[int] = []
+        pitch: list[int] = []
+        voice: list[int] = []
+        fermatas: list[int] = []
+        f, prev, cur, low, empty, started = 0, {}, {}, None, True, False
+        for i in np.asarray(ids, dtype=np.int64).tolist():
+            if i < 0 or i >= len(self.vocab):
+                continue
+            if i < len(SPECIALS):
+                if i == EOS and started:
+                    break
+                continue
+            started = True
+            if i == self.frame_id:
+                f, prev, cur, low, empty = f + 1, cur, {}, None, True
+                continue
+            if i == self.fermata_id:
+                if empty:
+                    fermatas.append(f)
+                    empty = False
+                continue
+            p = self.pitch_min + (i - self.new_base) % self.n_pitches
+            if low is not None and p >= low:
+                continue  # not below the notes of the frame so far
+            low, empty = p, False
+            k = prev.get(p) if i >= self.tie_base else None
+            if k is None:
+                k = len(on)
+                on.append(f)
+                pitch.append(p)
+                voice.append(len(cur))
+                off.append(f + 1)
+            else:
+                off[k] = f + 1
+            cur[p] = k
+        order = np.lexsort((pitch, on)) if on else np.zeros(0, dtype=np.int64)
+        rows = [(on[k], off[k], pitch[k]) for k in order.tolist()]
+        return Voiced(rows, np.asarray(voice, dtype=np.int64)[order], fermatas)
+
+    def decode_notes(self, ids: np.ndarray) -> np.ndarray:
+        return self.notes_from_steps(self.decode_voiced(ids).rows)
+
+    def voice_names(self) -> tuple[str, ...]:
+        """The track names of the voices: SATB for four, else Voice 1, Voice 2 ..."""
+        return SATB if self.max_voices == 4 else tuple(f"Voice {k + 1}" for k in range(self.max_voices))
+
+    def write_midi(self, ids: np.ndarray, path: str | Path, context: OutputContext | None = None) -> np.ndarray:
+        """decode(ids, context) written as one track per voice, in 4/4 (the tokens have no meter;
+        most chorales are in 4/4, and a file with a meter can be read back, e.g. as a primer),
+        with a "fermata" marker where each run of FERMATA frames starts; returns the notes."""
+        context = context or OutputContext()
+        notes = self.decode(ids, context)
+        voiced = self.decode_voiced(ids)
+        tempo = context.tempo_bpm or SCORE_TEMPO_BPM
+        frame_s = STEP_S * SCORE_TEMPO_BPM / tempo
+        runs = set(voiced.fermata_frames)
+        markers = [(f * frame_s, FERMATA) for f in voiced.fermata_frames if f - 1 not in runs]
+        write_midi(
+            notes,
+            path,
+            tempo_bpm=tempo,
+            empty_track=(context.program or 0, False),
+            time_signature=(4, 4),
+            key=None if context.key in (None, "none") else context.key,
+            track=voiced.voice,
+            track_names=self.voice_names(),
+            markers=markers,
+        )
+        return notes
+
+    # -- what evaluation, training and sampling ask -------------------------------------------
+
+    def repetition_units(self, ids: np.ndarray) -> np.ndarray:
+        """One unit per frame, the same number for the same frame (its ids hashed: Python's hash
+        of a tuple of ints is the same in every run): a chord held forever is one unit repeated."""
+        ids = np.asarray(ids, dtype=np.int64)
+        ids = ids[ids >= len(SPECIALS)]
+        frames = np.split(ids, np.flatnonzero(ids == self.frame_id) + 1)
+        return np.asarray([hash(tuple(fr.tolist())) for fr in frames if fr.shape[0]], dtype=np.int64)
+
+    def pitch_table(self) -> tuple[np.ndarray, int, int]:
+        """`p` and `p~` stand for pitch p; the ids of neighbouring pitches are neighbours."""
+        table = np.full(len(self.vocab), -1, dtype=np.int64)
+        table[self.new_base : self.fermata_id] = np.tile(np.arange(self.pitch_min, self.pitch_max + 1), 2)
+        return table, self.pitch_min, self.pitch_max
+
+    def grammar(self, limits) -> Any:
+        """Frames as the encoding writes them (see voices_grammar.VoicesGrammar)."""
+        from midigen.representations.voices_grammar import VoicesGrammar
+
+        return VoicesGrammar(self, limits)

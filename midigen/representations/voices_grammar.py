@@ -1,0 +1,87 @@
+"""The grammar of voices tokens (representations/voices.py), for constrained sampling: in a
+frame, FERMATA only first, notes strictly falling in pitch, at most max_voices of them, `p~`
+only when p sounded in the frame before and has not yet lasted max_note_beats; <EOS> only
+between frames. The delimiter `|||` is always legal, so no row is ever left without a choice.
+
+A module of its own because it imports torch, which preprocessing (it imports every
+representation) must not pay for.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from midigen.generation.grammar import Grammar, GrammarLimits
+from midigen.representations.base import EOS
+from midigen.representations.score_time import STEPS_PER_QUARTER
+
+if TYPE_CHECKING:
+    from midigen.representations.voices import VoicesRepresentation
+
+
+class VoicesGrammar(Grammar):
+    """State per row: `held`, frames each pitch has sounded for up to the frame before (0 =
+    silent there); `cur`, the same counting the frame being written; `low`, the column of the
+    frame's lowest note so far (n_pitches: none); `count`, its notes; `empty`, nothing written
+    in it yet; `frames`, frames completed. Ids are applied as VoicesRepresentation.decode reads
+    them: a note out of order and a late FERMATA change nothing."""
+
+    def __init__(self, rep: VoicesRepresentation, limits: GrammarLimits):
+        self.vocab = len(rep.vocab)
+        self.n = rep.n_pitches
+        self.new_base, self.tie_base = rep.new_base, rep.tie_base
+        self.fermata_id, self.frame_id = rep.fermata_id, rep.frame_id
+        self.max_voices = int(limits.max_voices)
+        # a tie is a note's second frame or later: at most max_frames frames in all
+        self.max_frames = max(1, round(limits.max_note_beats * STEPS_PER_QUARTER)) if limits.max_note_beats else 0
+
+    def start(self, batch: int, device: torch.device) -> dict[str, torch.Tensor]:
+        zeros = torch.zeros(batch, self.n, dtype=torch.long, device=device)
+        return {
+            "held": zeros,
+            "cur": zeros.clone(),
+            "low": torch.full((batch,), self.n, dtype=torch.long, device=device),
+            "count": torch.zeros(batch, dtype=torch.long, device=device),
+            "empty": torch.ones(batch, dtype=torch.bool, device=device),
+            "frames": torch.zeros(batch, dtype=torch.long, device=device),
+        }
+
+    def allowed(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
+        held, low = state["held"], state["low"]
+        batch = low.shape[0]
+        below = torch.arange(self.n, device=low.device)[None, :] < low[:, None]
+        if self.max_voices:
+            below &= (state["count"] < self.max_voices)[:, None]
+        tie = below & (held > 0)
+        if self.max_frames:
+            tie &= held < self.max_frames
+        mask = torch.zeros(batch, self.vocab, dtype=torch.bool, device=low.device)
+        mask[:, self.new_base : self.tie_base] = below
+        mask[:, self.tie_base : self.fermata_id] = tie
+        mask[:, self.fermata_id] = state["empty"]
+        mask[:, self.frame_id] = True
+        mask[:, EOS] = state["empty"] & (state["frames"] > 0)
+        return mask
+
+    def advance(self, state: dict[str, torch.Tensor], ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        ids = ids.to(state["low"].device).long()
+        col = (ids - self.new_base).clamp(0, 2 * self.n - 1) % self.n
+        note = (ids >= self.new_base) & (ids < self.fermata_id) & (col < state["low"])
+        tie = note & (ids >= self.tie_base)
+        rows = torch.arange(ids.shape[0], device=ids.device)
+        before = state["held"][rows, col]
+        length = torch.where(tie & (before > 0), before + 1, torch.ones_like(before))
+        cur = state["cur"].clone()
+        cur[rows[note], col[note]] = length[note]
+        frame = ids == self.frame_id
+        fermata = (ids == self.fermata_id) & state["empty"]
+        return {
+            "held": torch.where(frame[:, None], cur, state["held"]),
+            "cur": torch.where(frame[:, None], torch.zeros_like(cur), cur),
+            "low": torch.where(frame, self.n, torch.where(note, col, state["low"])),
+            "count": torch.where(frame, 0, state["count"] + note.long()),
+            "empty": frame | (state["empty"] & ~note & ~fermata),
+            "frames": state["frames"] + frame.long(),
+        }
