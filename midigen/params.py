@@ -172,6 +172,8 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "decode_pieces": _int(8, 1, 1024),
         "decode_steps": _int(200, 1, 10**7),
         "primer_tokens": _int(8, 1),
+        "classifier_folds": _int(5, 2, 100),
+        "classifier_resamples": _int(20, 1, 1000),
     },
     "report": {
         "audio": Spec(bool, True),

@@ -1,5 +1,6 @@
 """Stage evaluate: test-set numbers of models/best.pt and generated vs held-out pieces
--> metrics/eval.json, metrics/eval_features.csv."""
+-> metrics/eval.json, metrics/eval_features.csv (next-token models: the pieces they sample for
+the comparison -> outputs/eval/)."""
 
 import sys
 from pathlib import Path

@@ -2,7 +2,9 @@
 tokens as input (teacher forcing), and running free on its own output, greedy and sampled.
 
 Greedy decoding is where seed 002's model failed (the same chord forever), so both decoding
-modes continue the same primers and are scored with the same repetition metrics.
+modes continue the same primers and are scored with the same repetition metrics. Pieces sampled
+as the generate stage samples them are compared with as many held-out pieces, also by ear
+(midigen.evaluation.hearing: on their MIDI files, with a classifier two-sample test).
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ import torch
 from torch import nn
 
 from midigen.data.windows import eval_windows
-from midigen.evaluation import metrics
+from midigen.errors import DataError
+from midigen.evaluation import hearing, metrics
 from midigen.evaluation.metrics import repetition_metrics, summarize
 from midigen.generation.sampling import generate_tokens
 from midigen.representations import EOS, PAD, Representation
+from midigen.table import iter_rows, one_line, text_to_path
 from midigen.training.devices import autocast
 
 
@@ -99,13 +103,62 @@ def compare_decoding(
     return out
 
 
+#: where evaluate writes the pieces it samples to compare with the test pieces
+EVAL_PIECES = Path("outputs/eval")
+#: the ingest stage's list of the corpus's MIDI files (rel_path -> path)
+MANIFEST = Path("data/raw/manifest.csv")
+
+
+def source_files(rel_paths: list[str], manifest: Path = MANIFEST) -> list[Path]:
+    """The original MIDI file of each piece (by rel_path) as the ingest manifest lists it, the
+    first row winning as in preprocess; DataError naming the manifest when it or a row is missing."""
+    if not manifest.exists():
+        raise DataError(f"{manifest}: missing (run the ingest stage first: dvc repro ingest)")
+    wanted, found = set(rel_paths), {}
+    for row in iter_rows(manifest):
+        if row["rel_path"] in wanted:
+            found.setdefault(row["rel_path"], row["path"])
+    missing = [r for r in rel_paths if r not in found]
+    if missing:
+        raise DataError(f"{manifest}: no row for {one_line(missing[0])} (the split names it; rerun ingest)")
+    return [Path(text_to_path(found[r])) for r in rel_paths]
+
+
+def sample_for_evaluation(
+    model: nn.Module, rep: Representation, params: dict[str, Any], num: int, out_dir: Path, device: torch.device
+) -> tuple[list[np.ndarray], list[Path]]:
+    """num pieces sampled in one batch as the generate params say (the family's own sampler,
+    constraints included), written to out_dir as MIDI the way the generate stage writes them.
+    (id sequences, MIDI files)."""
+    from midigen.generation.generate import write_pieces
+    from midigen.models import family
+    from midigen.models.base import context_from, request_from
+
+    g = params["generate"]
+    ids = family(params["model"]["kind"]).sample(model, rep, request_from(g, num=num), device)
+    return ids, write_pieces(ids, rep, out_dir, context=context_from(g))
+
+
 def evaluate_token_model(
-    model: nn.Module, rep: Representation, data, params: dict[str, Any], generated: Path, device: torch.device
+    model: nn.Module,
+    rep: Representation,
+    data,
+    params: dict[str, Any],
+    generated: Path,
+    device: torch.device,
+    pieces_dir: Path = EVAL_PIECES,
+    manifest: Path = MANIFEST,
 ) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
     """The evaluate stage for next-token models: test NLL and accuracy, greedy vs sampled
-    decoding, and the generated pieces (generated/*.txt) against held-out ones.
-    Returns (metrics for eval.json, the set distance per feature)."""
-    from midigen.generation.generate import read_pieces
+    decoding, and as many freshly sampled pieces (written to pieces_dir) as held-out pieces
+    they are compared with: the music metrics and set distance on the decoded notes, and what
+    midigen.evaluation.hearing hears in the MIDI files of both (the test pieces' originals,
+    found through the manifest). `generated` (the generate stage's folder, which the Family
+    interface passes) is not read: its few pieces would be a smaller set than the test set.
+
+    The distribution score is the MGEval overlap (kept as overlap_mean) times how far the
+    classifier two-sample test is from telling the sets apart, so a set a classifier separates
+    is never scored as like the test pieces. Returns (metrics for eval.json, the set distance)."""
     from midigen.training.loop import perplexity
 
     ev = params["evaluate"]
@@ -116,12 +169,21 @@ def evaluate_token_model(
     spans = zip(test_rows["offset"], test_rows["length"], strict=True)
     test_ids = [data.store.tokens[o : o + n].astype(np.int64) for o, n in spans]
     test_notes = [rep.decode(i) for i in test_ids]
-    gen_ids = read_pieces(sorted(Path(generated).glob("*.txt")), rep)
+    gen_ids, gen_files = sample_for_evaluation(model, rep, params, len(test_ids), pieces_dir, device)
     gen_notes = [rep.decode(i) for i in gen_ids]
     decoding = compare_decoding(
         model, rep, test_ids[: ev["decode_pieces"]], ev["primer_tokens"], ev["decode_steps"], params["generate"], device
     )
     distance = metrics.set_distance(gen_notes, test_notes)
+    heard, c2st = hearing.hear(
+        gen_files,
+        source_files(test_rows["rel_path"].tolist(), manifest),
+        ev["classifier_folds"],
+        ev["classifier_resamples"],
+        params["generate"]["seed"],
+    )
+    overlap = metrics.distribution_score(distance)
+    alike = hearing.indistinguishability(c2st["accuracy"])
     result = {
         "test_nll": round(test_nll, 5),
         "test_perplexity": round(perplexity(test_nll), 4),
@@ -136,11 +198,42 @@ def evaluate_token_model(
         },
         "decoding": decoding,
         "distance": distance,
-        "distribution_score": metrics.distribution_score(distance),
+        "distribution_score": round(overlap * alike, 4),
+        "overlap_mean": overlap,
+        "indistinguishability": round(alike, 4),
+        "hearing": heard,
+        "c2st": c2st,
         "num_generated": len(gen_ids),
         "num_test": len(test_ids),
     }
     return result, distance
+
+
+def hearing_lines(result: dict[str, Any]) -> list[str]:
+    """The classifier two-sample test and what hearing found, generated next to test."""
+    c, h = result["c2st"], result["hearing"]
+    if c["accuracy"] is None:
+        verdict = f"  classifier two-sample test: not run ({c['n_per_class']} pieces per class, 2 needed)"
+    else:
+        verdict = (
+            f"  a classifier tells generated from test pieces with accuracy {c['accuracy']:.3f} "
+            f"(95% {c['ci_low']:.3f}..{c['ci_high']:.3f}; 0.5 = indistinguishable), {c['n_per_class']} pieces each"
+        )
+    g, t = h["generated"], h["test"]
+
+    def share(value: float | None) -> str:
+        return "—" if value is None else f"{value:.3f}"
+
+    return [
+        verdict,
+        f"  hanging notes: {share(h['hanging_note_share'])} of generated notes longer than the test set's longest "
+        f"({t['longest_note_beats']:g} beats; generated longest {g['longest_note_beats']:g} beats, "
+        f"{g['longest_note_s']:g} s)",
+        f"  on the sixteenth grid: generated {share(g['on_grid_share'])}   test {share(t['on_grid_share'])}; "
+        f"pitch in key: generated {share(g['pitch_in_key'])}   test {share(t['pitch_in_key'])}",
+        "  total-variation distance (0 = the same): "
+        + ", ".join(f"{name.replace('_', ' ')} {tv:.3f}" for name, tv in h["tv"].items()),
+    ]
 
 
 def summary_lines(result: dict[str, Any]) -> list[str]:
@@ -151,7 +244,9 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     lines = [
         f"evaluate: test NLL {nll:.4f} nats/token (ppl {perplexity(nll):.2f}), "
         f"next-token accuracy {result['test_accuracy']:.3f}, "
-        f"distribution score {result['distribution_score']:.3f} (1 = like the test pieces)"
+        f"distribution score {result['distribution_score']:.3f} (1 = like the test pieces: MGEval overlap "
+        f"{result['overlap_mean']:.3f} x indistinguishability {result['indistinguishability']:.3f})",
+        *hearing_lines(result),
     ]
     for key in ("pitch_class_entropy", "note_density", "ngram_repetition", "longest_run", "distinct_share"):
         g, t = result["generated"][key], result["test"][key]

@@ -329,10 +329,47 @@ def _eval_html(ev: dict[str, Any]) -> str:
             "<p class=meta>overlap: 1 = the same distribution; KL divergence: 0 = the same</p>"
             f"<table><tr><th>feature</th><th>overlap</th><th></th><th>KL</th></tr>{''.join(rows)}</table>"
         )
-    other = {k: v for k, v in ev.items() if isinstance(v, dict) and k not in ("generated", "test", "distance")}
+    if isinstance(ev.get("c2st"), dict) and isinstance(ev.get("hearing"), dict):
+        parts.append(_hearing_html(ev["c2st"], ev["hearing"]))
+    shown = ("generated", "test", "distance", "c2st", "hearing")
+    other = {k: v for k, v in ev.items() if isinstance(v, dict) and k not in shown}
     for key, value in other.items():
         parts.append(f"<h3>{_e(key.replace('_', ' '))}</h3>" + _nested_html(value))
     return "".join(parts)
+
+
+def _hearing_html(c2st: dict[str, Any], heard: dict[str, Any]) -> str:
+    """The classifier two-sample test's verdict, then what hearing found in the generated and
+    the test pieces' MIDI files side by side."""
+    acc = c2st.get("accuracy")
+    if acc is None:
+        verdict = f"not run: {_fmt(c2st.get('n_per_class'))} pieces per class (2 needed)"
+    else:
+        verdict = (
+            f"accuracy {_fmt(acc)} (95% interval {_fmt(c2st.get('ci_low'))} to {_fmt(c2st.get('ci_high'))}) "
+            f"over {_fmt(c2st.get('n_per_class'))} pieces of each set"
+        )
+    gen, test = heard.get("generated", {}), heard.get("test", {})
+    rows = "".join(
+        f"<tr><th>{_e(key.replace('_', ' '))}</th><td class=n>{_e(_cell(gen.get(key)))}</td>"
+        f"<td class=n>{_e(_cell(test.get(key)))}</td></tr>"
+        for key in dict.fromkeys([*gen, *test])
+    )
+    tv = heard.get("tv", {})
+    return (
+        "<h3>Can a classifier tell generated from held-out pieces?</h3>"
+        "<p class=meta>a logistic regression on per-piece features heard in the MIDI files, cross-validated: "
+        "0.5 = it cannot tell them apart, 1 = it tells every piece right</p>"
+        f"<p>{_e(verdict)}</p>"
+        "<h3>Heard in the MIDI files: generated vs held-out test pieces (pooled over pieces)</h3>"
+        "<p class=meta>beats = quarter notes of each file; on-grid share: onsets within 10% of a sixteenth "
+        "of the sixteenth grid; voice count: share of onsets with that many notes sounding</p>"
+        f"<table><tr><th></th><th>generated</th><th>test</th></tr>{rows}</table>"
+        + _kv_table(
+            [("hanging note share (generated notes longer than any test note)", heard.get("hanging_note_share"))]
+            + [(f"total variation distance, {k.replace('_', ' ')}", v) for k, v in tv.items()]
+        )
+    )
 
 
 def _cell(value: Any) -> str:
