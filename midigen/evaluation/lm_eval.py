@@ -125,21 +125,21 @@ def source_files(rel_paths: list[str], manifest: Path = MANIFEST) -> list[Path]:
 
 
 def sample_for_evaluation(
-    model: nn.Module, rep: Representation, params: dict[str, Any], num: int, out_dir: Path, device: torch.device
+    family, model: nn.Module, rep: Representation, params: dict[str, Any], num: int, out_dir: Path, device
 ) -> tuple[list[np.ndarray], list[Path]]:
     """num pieces sampled in one batch as the generate params say (the family's own sampler,
     constraints included), written to out_dir as MIDI the way the generate stage writes them.
     (id sequences, MIDI files)."""
     from midigen.generation.generate import write_pieces
-    from midigen.models import family
     from midigen.models.base import context_from, request_from
 
     g = params["generate"]
-    ids = family(params["model"]["kind"]).sample(model, rep, request_from(g, num=num), device)
+    ids = family.sample(model, rep, request_from(g, num=num), device)
     return ids, write_pieces(ids, rep, out_dir, context=context_from(g))
 
 
 def evaluate_token_model(
+    family,
     model: nn.Module,
     rep: Representation,
     data,
@@ -149,7 +149,7 @@ def evaluate_token_model(
     pieces_dir: Path = EVAL_PIECES,
     manifest: Path = MANIFEST,
 ) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
-    """The evaluate stage for next-token models: test NLL and accuracy, greedy vs sampled
+    """The evaluate stage for next-token models (`family` samples): test NLL and accuracy, greedy vs sampled
     decoding, and as many freshly sampled pieces (written to pieces_dir) as held-out pieces
     they are compared with: the music metrics and set distance on the decoded notes, and what
     midigen.evaluation.hearing hears in the MIDI files of both (the test pieces' originals,
@@ -169,7 +169,7 @@ def evaluate_token_model(
     spans = zip(test_rows["offset"], test_rows["length"], strict=True)
     test_ids = [data.store.tokens[o : o + n].astype(np.int64) for o, n in spans]
     test_notes = [rep.decode(i) for i in test_ids]
-    gen_ids, gen_files = sample_for_evaluation(model, rep, params, len(test_ids), pieces_dir, device)
+    gen_ids, gen_files = sample_for_evaluation(family, model, rep, params, len(test_ids), pieces_dir, device)
     gen_notes = [rep.decode(i) for i in gen_ids]
     decoding = compare_decoding(
         model, rep, test_ids[: ev["decode_pieces"]], ev["primer_tokens"], ev["decode_steps"], params["generate"], device

@@ -275,7 +275,7 @@ class TokenLMFamily(Family):
     ) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
         from midigen.evaluation.lm_eval import evaluate_token_model
 
-        return evaluate_token_model(model, rep, split_data, params, generated, device)
+        return evaluate_token_model(self, model, rep, split_data, params, generated, device)
 
     def summary_lines(self, result: dict[str, Any]) -> list[str]:
         from midigen.evaluation.lm_eval import summary_lines
