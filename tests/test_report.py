@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import PROJECT_ROOT, subprocess_env
+from conftest import PROJECT_ROOT, subprocess_env, write_pretty_midi
 from test_interruption import tiny_params_yaml, write_corpus
 
 from midigen.data.midi_io import read_notes, write_midi
@@ -319,3 +319,24 @@ def test_interpolation_files_are_grouped_by_name_without_the_step_number():
         "interp": ["interp_00.mid", "interp_01.mid"],
         "interp_a": ["interp_a_00.mid", "interp_a_01.mid", "interp_a_02.mid"],
     }
+
+
+def test_a_generated_piece_with_a_hanging_note_or_off_grid_onsets_is_flagged(tmp_path):
+    """What the page writes above a generated piece's roll, from the piece's own MIDI file."""
+    from midigen.report.page import Flags, PieceJob, _flag_lines, _render_piece
+
+    beat = 60 / 120  # write_pretty_midi's files are at 120 bpm
+    clean = write_pretty_midi(tmp_path / "clean.mid", [(60 + i % 5, i * beat, (i + 1) * beat) for i in range(16)])
+    hanging = write_pretty_midi(tmp_path / "hanging.mid", [(48, 0.0, 20 * beat), (60, 0.0, beat)])
+    # onsets every 0.05 s: most fall between the sixteenths (0.125 s apart)
+    off_grid = write_pretty_midi(tmp_path / "off.mid", [(60 + i % 3, i * 0.05, i * 0.05 + 0.04) for i in range(40)])
+    flags = Flags(longest_beats=4.0, grid_share=0.98)
+
+    def lines(path):
+        return _flag_lines(_render_piece(PieceJob(path.stem, path, None, None, None, 30.0)), flags)
+
+    assert lines(clean) == []
+    (hang,) = lines(hanging)
+    assert hang.startswith("hanging notes: one lasts 20.0 beats") and "(4.0)" in hang
+    (off,) = lines(off_grid)
+    assert off.startswith("off the grid: ") and "% of its onsets" in off

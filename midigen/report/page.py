@@ -25,6 +25,8 @@ import numpy as np
 
 from midigen.data.midi_io import read_notes
 from midigen.errors import DataError, MidiError
+from midigen.evaluation.hearing import listen
+from midigen.evaluation.hearing import read_piece as read_heard
 from midigen.jsonio import read_json
 from midigen.parallel import imap_progress
 from midigen.params import DEFAULTS
@@ -57,6 +59,8 @@ class PieceJob:
     audio: Path | None
     synth: Synth | None
     max_audio_seconds: float
+    #: seconds the piano roll's time axis spans (the same for pieces shown side by side)
+    axis_s: float | None = None
 
 
 @dataclass
@@ -67,6 +71,10 @@ class PieceResult:
     drums: bool = False
     audio_error: str = ""
     error: str = ""
+    #: what midigen.evaluation.hearing hears in a pitched piece: its longest note and the share
+    #: of its onsets on the sixteenth grid of its own beats (None: no pitched notes)
+    longest_beats: float = 0.0
+    on_grid: float | None = None
 
 
 @dataclass
@@ -102,8 +110,12 @@ def _render_piece(job: PieceJob) -> PieceResult:
     out.n_notes = int(notes.shape[0])
     out.duration_s = float(notes["end_s"].max()) if notes.shape[0] else 0.0
     out.drums = is_drum_piece(notes)
+    if not out.drums and out.n_notes:
+        heard = listen(read_heard(job.midi))
+        out.longest_beats = heard.longest_beats
+        out.on_grid = heard.on_grid / heard.onsets if heard.onsets else None
     if job.image is not None:
-        draw_piece(notes, job.image)
+        draw_piece(notes, job.image, seconds=job.axis_s)
     if job.audio is not None and job.synth is not None:
         out.audio_error = render_ogg(job.synth, notes, job.audio, job.max_audio_seconds)
     return out
@@ -245,7 +257,9 @@ td.n{text-align:right;font-variant-numeric:tabular-nums}
 margin:10px 0}.piece img,.strip img{max-width:100%;display:block}.meta{color:#666;font-size:12px}
 audio{height:32px;margin-top:4px;width:100%;max-width:520px}.note{background:#fff6dd;border:1px solid #eed9a0;
 padding:6px 10px;border-radius:4px}.bar{display:inline-block;height:9px;background:#3b6fb6;vertical-align:middle}
-code{font-size:12px}.strip audio{width:220px}
+code{font-size:12px}.strip audio{width:220px}.pair{display:grid;grid-template-columns:1fr 1fr;gap:10px}
+.pair .piece{margin:4px 0}.flag{background:#fde8e8;border:1px solid #f0b4b4;color:#8a1c1c;font-size:12px;
+padding:2px 6px;border-radius:4px;margin:2px 0}
 """
 
 
@@ -277,10 +291,49 @@ def _rel(path: Path, root: Path) -> str:
     return html.escape(path.relative_to(root).as_posix(), quote=True)
 
 
-def _piece_html(piece: Piece, root: Path, max_audio_seconds: float) -> str:
+@dataclass(frozen=True)
+class Flags:
+    """When a generated piece is flagged: a note longer than `longest_beats` (the test set's
+    longest note; None = no test set), fewer than `grid_share` of its onsets on the grid."""
+
+    longest_beats: float | None
+    grid_share: float
+
+
+#: a generated piece with fewer of its onsets on the sixteenth grid is flagged (the chorales: 100%)
+GRID_FLAG = 0.98
+
+
+def _flag_lines(r: PieceResult, flags: Flags) -> list[str]:
+    out = []
+    if flags.longest_beats is not None and r.longest_beats > flags.longest_beats + 1e-9:
+        out.append(
+            f"hanging notes: one lasts {r.longest_beats:.1f} beats, longer than any note of the test set "
+            f"({flags.longest_beats:.1f})"
+        )
+    if r.on_grid is not None and r.on_grid < flags.grid_share:
+        out.append(f"off the grid: {r.on_grid:.0%} of its onsets on sixteenths of its beats")
+    return out
+
+
+def _longest_s(paths: list[Path]) -> float | None:
+    """The longest of these MIDI files, in seconds (None when none can be read)."""
+    ends = []
+    for path in paths:
+        try:
+            notes = read_notes(path)
+        except MidiError:
+            continue
+        if notes.shape[0]:
+            ends.append(float(notes["end_s"].max()))
+    return max(ends, default=None)
+
+
+def _piece_html(piece: Piece, root: Path, max_audio_seconds: float, flags: Flags | None = None) -> str:
     r = piece.result
     if r.error:
         return f'<div class="piece"><h3>{_e(piece.title)}</h3><p class="note">unreadable: {_e(r.error)}</p></div>'
+    warn = "".join(f'<div class="flag">{_e(line)}</div>' for line in _flag_lines(r, flags)) if flags else ""
     meta = [f"{r.duration_s:.1f} s", f"{r.n_notes:,} {'hits' if r.drums else 'notes'}"]
     player = ""
     if piece.audio is not None and piece.audio.is_file() and not r.audio_error:
@@ -292,7 +345,7 @@ def _piece_html(piece: Piece, root: Path, max_audio_seconds: float) -> str:
     meta.append(f'<a href="{_rel(piece.midi, root)}">MIDI</a>')
     img = f'<img src="{_rel(piece.image, root)}" alt="{_e(piece.title)}">' if piece.image else ""
     return (
-        f'<div class="piece"><h3>{_e(piece.title)}</h3>{img}'
+        f'<div class="piece"><h3>{_e(piece.title)}</h3>{warn}{img}'
         f'<div class="meta">{" · ".join(m if m.startswith("<a") else _e(m) for m in meta)}</div>{player}</div>'
     )
 
@@ -450,7 +503,8 @@ def build_report(
     for p in generated + references + strip_pieces:
         p.audio = out_dir / "audio" / f"{p.key}.ogg" if synth is not None else None
     every = generated + strip_pieces + references
-    jobs = [PieceJob(p.key, p.midi, p.image, p.audio, synth, max_s) for p in every]
+    axis_s = _longest_s([p.midi for p in generated + references])  # pairs share one time scale
+    jobs = [PieceJob(p.key, p.midi, p.image, p.audio, synth, max_s, axis_s) for p in every]
     for piece, result in zip(every, imap_progress(_render_piece, jobs, workers, "report", "piece"), strict=True):
         piece.result = result
 
@@ -465,7 +519,11 @@ def build_report(
     curves = draw_curves(curve_rows, out_dir)
 
     note = "" if synth else f'<p class="note">No audio: {_e(audio_note)}.</p>'
-    pieces = note + _pieces_html(generated, strips, references, ref_split, out_dir, max_s)
+    longest = (ev.get("hearing") or {}).get("test", {}).get("longest_note_beats")
+    if not longest:  # no hearing numbers (MusicVAE): the references shown
+        longest = max((p.result.longest_beats for p in references), default=0.0)
+    flags = Flags(longest or None, GRID_FLAG)
+    pieces = note + _pieces_html(generated, strips, references, ref_split, out_dir, max_s, flags)
     summary = _summary_html(params, defaults, data, train, inputs)
     interps = f", {len(strip_pieces)} interpolation steps" if strip_pieces else ""
     intro = (
@@ -486,9 +544,19 @@ def _pieces_html(
     ref_split: str,
     root: Path,
     max_s: float,
+    flags: Flags,
 ) -> str:
-    parts = [f"<h2>Generated pieces ({len(generated)})</h2>"]
-    parts += [_piece_html(p, root, max_s) for p in generated] or ["<p>none in outputs/generated</p>"]
+    if references and generated:
+        parts = [
+            f"<h2>Generated pieces ({len(generated)}), each beside a held-out piece ({ref_split} split)</h2>"
+            '<p class="meta">Both piano rolls of a row share one time scale (every roll on the page does).</p>'
+        ]
+        for i, p in enumerate(generated):
+            ref = references[i % len(references)]
+            parts.append(f'<div class="pair">{_piece_html(p, root, max_s, flags)}{_piece_html(ref, root, max_s)}</div>')
+    else:
+        parts = [f"<h2>Generated pieces ({len(generated)})</h2>"]
+        parts += [_piece_html(p, root, max_s, flags) for p in generated] or ["<p>none in outputs/generated</p>"]
     if strips:
         parts.append(f"<h2>Interpolations ({len(strips)})</h2>")
         for name, image, group in strips:
@@ -502,9 +570,10 @@ def _pieces_html(
                 f'<div class="piece strip"><h3>{_e(name)}: {len(group)} steps</h3>'
                 f'<img src="{_rel(image, root)}" alt="{_e(name)}"><div class="grid">{players}</div></div>'
             )
-    if references:
-        parts.append(f"<h2>Held-out reference pieces ({ref_split} split)</h2>")
-        parts += [_piece_html(p, root, max_s) for p in references]
+    rest = references[len(generated) :]  # the ones no generated piece stands beside
+    if rest:
+        parts.append(f"<h2>{'More held-out' if generated else 'Held-out'} reference pieces ({ref_split} split)</h2>")
+        parts += [_piece_html(p, root, max_s) for p in rest]
     return "".join(parts)
 
 

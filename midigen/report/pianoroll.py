@@ -104,8 +104,11 @@ def _finish(ax, notes: np.ndarray, seconds: float | None) -> None:
         ax.spines[side].set_visible(False)
 
 
-def draw_piece(notes: np.ndarray, path: str | Path, title: str = "", width_in: float = 9.0) -> None:
-    """A piano roll (pitch over seconds), or a drum grid when every note is a drum hit."""
+def draw_piece(
+    notes: np.ndarray, path: str | Path, title: str = "", width_in: float = 9.0, seconds: float | None = None
+) -> None:
+    """A piano roll (pitch over seconds), or a drum grid when every note is a drum hit; the time
+    axis spans `seconds` (default: the piece), so pieces drawn with one value share a scale."""
     drum = is_drum_piece(notes)
     fig = Figure(figsize=(width_in, 2.1 if drum else 2.6))
     ax = fig.add_subplot()
@@ -113,7 +116,7 @@ def draw_piece(notes: np.ndarray, path: str | Path, title: str = "", width_in: f
         _draw_drums(ax, notes, _drum_rows(notes))
     else:
         _draw_roll(ax, notes)
-    _finish(ax, notes, None)
+    _finish(ax, notes, seconds)
     ax.set_xlabel("seconds", fontsize=7)
     if title:
         ax.set_title(title, fontsize=8, loc="left")
