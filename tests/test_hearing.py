@@ -140,6 +140,24 @@ def test_voice_counts_top_line_and_key_of_a_small_chord_file(tmp_path):
     assert hearing.compare([heard], [heard])["tv"] == dict.fromkeys(hearing.HISTOGRAMS, 0.0)
 
 
+def test_a_unison_of_two_tracks_sounds_as_one_pitch(tmp_path):
+    """Soprano and alto on one E (alto held on into the next chord), a bass C: two pitches sound
+    at each onset, not three; notes of one pitch one after the other stay two notes."""
+    import pretty_midi
+
+    pm = pretty_midi.PrettyMIDI(initial_tempo=120)
+    for notes in ([(64, 0, 0.5), (65, 0.5, 1.0)], [(64, 0, 0.75)], [(48, 0, 0.5), (48, 0.5, 1.0)]):
+        inst = pretty_midi.Instrument(0)
+        inst.notes += [pretty_midi.Note(80, p, s, e) for p, s, e in notes]
+        pm.instruments.append(inst)
+    pm.write(str(tmp_path / "unison.mid"))
+    piece = hearing.read_piece(tmp_path / "unison.mid")
+    starts, ends = hearing.merged_unisons(piece)
+    assert sorted(zip(starts.tolist(), ends.tolist(), strict=True)) == [(0, 1), (0, 1.5), (1, 2), (1, 2)]
+    # onset 0: E, C; onset 1: F, C and the alto's E still sounding
+    np.testing.assert_array_equal(hearing.listen(piece).histograms["voice_count"], [0, 1, 1, 0, 0, 0, 0, 0])
+
+
 def test_an_empty_generated_file_is_heard_as_nothing_not_an_error(tmp_path):
     write_midi(make_notes([], [], []), tmp_path / "empty.mid")
     heard = hearing.listen(hearing.read_piece(tmp_path / "empty.mid"))

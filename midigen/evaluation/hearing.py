@@ -103,10 +103,29 @@ def on_grid(onsets: np.ndarray) -> np.ndarray:
     return np.abs(steps - np.round(steps)) <= GRID_TOLERANCE
 
 
+def merged_unisons(piece: HeardPiece) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) in beats of the piece's notes with the overlapping notes of one pitch
+    merged: two voices (or a voice and the instrument doubling it) on one pitch sound as one."""
+    starts, ends = [], []
+    for p in np.unique(piece.pitch):
+        mine = piece.pitch == p
+        order = np.argsort(piece.start_beat[mine], kind="stable")
+        s, e = piece.start_beat[mine][order], piece.end_beat[mine][order]
+        # a note that starts before every earlier note of its pitch has ended continues them
+        first = np.r_[True, s[1:] >= np.maximum.accumulate(e)[:-1]]
+        at = np.flatnonzero(first)
+        starts.append(s[at])
+        ends.append(np.maximum.reduceat(e, at))
+    if not starts:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(starts), np.concatenate(ends)
+
+
 def voice_counts(piece: HeardPiece, onsets: np.ndarray) -> np.ndarray:
-    """How many onsets have 1, 2, ..., MAX_VOICES (or more) notes sounding at them: a note
-    sounds at t when it starts at or before t and ends after it."""
-    starts, ends = np.sort(piece.start_beat), np.sort(piece.end_beat)
+    """How many onsets have 1, 2, ..., MAX_VOICES (or more) pitches sounding at them: a pitch
+    sounds at t when a note of it starts at or before t and ends after it (unisons count once)."""
+    starts, ends = merged_unisons(piece)
+    starts, ends = np.sort(starts), np.sort(ends)
     sounding = np.searchsorted(starts, onsets, side="right") - np.searchsorted(ends, onsets, side="right")
     return np.bincount(np.clip(sounding, 1, MAX_VOICES) - 1, minlength=MAX_VOICES)
 
