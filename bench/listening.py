@@ -9,6 +9,7 @@ piece does not get more training for it). Everything else is params.yaml's: mode
 constrained sampler, the evaluation (one batch of as many pieces as held-out test pieces).
 
     python bench/listening.py [--steps 1100] [--only events-beats,voices] [--out results.json]
+                              [--set train.threads=1 ...]
 
 Prints a markdown table: classifier two-sample accuracy (0.5 = cannot tell generated from held
 out), hanging-note share and each set's longest note, onsets on the sixteenth grid, voice-count
@@ -125,12 +126,19 @@ def main() -> int:
     ap.add_argument("--only", default="", help="comma-separated configuration names (default: all)")
     ap.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
     ap.add_argument("--keep", type=Path, default=None, help="run in this folder (kept) instead of a temporary one")
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a params override for every configuration"
+    )
     args = ap.parse_args()
     names = [n for n in args.only.split(",") if n] or list(CONFIGS)
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
         sys.exit(f"--only: unknown configuration {unknown[0]!r} (choose from {', '.join(CONFIGS)})")
     base = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    for item in args.set:
+        dotted, _, value = item.partition("=")
+        section, key = dotted.split(".")
+        base[section][key] = yaml.safe_load(value)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env["DVC_NO_ANALYTICS"] = "1"
     env.pop("MLFLOW_TRACKING_URI", None)

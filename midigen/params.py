@@ -155,7 +155,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
     "generate": {
         "num_files": _int(8, 1, 1024),
         "max_steps": _int(2000, 1, 10**7),
-        "temperature": _pos(1.0, 10.0),
+        "temperature": _pos(0.8, 10.0),
         "top_k": _int(40, 0),
         "top_p": _pos(0.95, 1.0),
         "seed": _int(7, 0, MAX_SEED),

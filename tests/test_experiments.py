@@ -110,7 +110,7 @@ def scenario(tmp_path_factory, chorale_paths):
     run(["git", "commit", "-q", "-m", "tiny baseline"], root, env)
     out["exp_lr"] = run([DVC, "exp", "run", "-S", "train.lr=0.002"], root, env)
     out["exp_show"] = json.loads(run([DVC, "exp", "show", "--json"], root, env, stdout_only=True))
-    out["exp_temp"] = run([DVC, "exp", "run", "-S", "generate.temperature=0.8"], root, env)
+    out["exp_temp"] = run([DVC, "exp", "run", "-S", "generate.temperature=0.6"], root, env)
     out["plots"] = run([DVC, "plots", "show", "-o", str(root / "dvc_plots")], root, env)
     return out
 
