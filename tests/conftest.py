@@ -68,6 +68,14 @@ def folk_paths(tmp_path_factory) -> list[Path]:
     return sorted(out.glob("essen/*.mid"))
 
 
+def folder_preprocess_params() -> dict:
+    """params.yaml's preprocess section as the pipeline uses it for a folder of MIDI files
+    (preprocess.time_unit auto made concrete: seconds, as for data.source = a folder)."""
+    from midigen.params import load_params, resolve_time_unit
+
+    return resolve_time_unit(load_params(PROJECT_ROOT / "params.yaml")["preprocess"], "a/folder")
+
+
 def subprocess_env() -> dict[str, str]:
     """Environment for child processes: the venv's bin first on PATH, no DVC analytics."""
     env = dict(os.environ)

@@ -13,12 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import PROJECT_ROOT, random_melody, run_stage, stage_workdir, write_pretty_midi
+from conftest import folder_preprocess_params, random_melody, run_stage, stage_workdir, write_pretty_midi
 
 from midigen.data.ingest import ingest
 from midigen.data.preprocess import preprocess
 from midigen.data.store import TokenStore
-from midigen.params import load_params
 from midigen.table import RowWriter, iter_rows, read_rows, text_to_path
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="names of any bytes are a Linux file system's")
@@ -120,7 +119,7 @@ def test_a_file_that_is_not_utf8_by_name_is_read_by_its_exact_bytes(tmp_path):
     with open(os.fsencode(src) + b"/not utf8 \xff\xfe.mid", "rb") as f:
         twin.write_bytes(f.read())
     manifest, _ = ingest(str(src), tmp_path / "raw", workers=1)
-    params = load_params(PROJECT_ROOT / "params.yaml")["preprocess"]
+    params = folder_preprocess_params()
     summary = preprocess(manifest.to_dict("records"), params, tmp_path / "tokens", workers=1)
     store = TokenStore(tmp_path / "tokens")
     row = {r: i for i, r in enumerate(store.index["rel_path"])}

@@ -18,12 +18,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import PROJECT_ROOT, random_melody, run_stage, stage_workdir, vlq, write_pretty_midi
+from conftest import (
+    folder_preprocess_params,
+    random_melody,
+    run_stage,
+    stage_workdir,
+    vlq,
+    write_pretty_midi,
+)
 
 from midigen.data.ingest import ingest
 from midigen.data.preprocess import preprocess
 from midigen.errors import DataError
-from midigen.params import load_params
 from midigen.table import read_rows
 
 HANG_LIMIT_S = 90
@@ -171,7 +177,7 @@ def hostile(tmp_path_factory, chorale_paths):
 
 @pytest.fixture(scope="module")
 def pre_params():
-    return load_params(PROJECT_ROOT / "params.yaml")["preprocess"]
+    return folder_preprocess_params()
 
 
 def run_both(folder: Path, out: Path, params: dict, workers: int = 2):

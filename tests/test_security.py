@@ -164,10 +164,10 @@ def test_sample_writes_only_inside_its_out_folder_and_keeps_existing_files(tmp_p
 MEASURE = r"""
 import json, sys
 from pathlib import Path
-from midigen.params import load_params
+from midigen.params import load_params, resolve_time_unit
 from midigen.data.preprocess import preprocess
 from midigen.table import read_rows
-params = load_params(sys.argv[1])["preprocess"]
+params = resolve_time_unit(load_params(sys.argv[1])["preprocess"], "a/folder")
 manifest = [{"rel_path": Path(p).name, "path": p} for p in sys.argv[3:]]
 try:
     preprocess(manifest, params, Path(sys.argv[2]), workers=1)
