@@ -166,7 +166,7 @@ def evaluate_musicvae(
             result["humanize"] = humanize_scores(model, rep, test, data.windows("train"), tp["seed"], dev)
         elif name == "tapify":
             result["tap2drum"] = tap2drum_scores(model, rep, test, tp["seed"], dev)
-    attributes = monotonicity(model, rep, tp["seed"], dev)
+    attributes = monotonicity(model, rep, test, transform, tp["seed"], dev)
     if attributes:
         result["attributes"] = attributes
         rhos = [a["spearman"] for a in attributes.values()]

@@ -24,10 +24,18 @@ from midigen.representations.grid import GridRepresentation
 MAX_WINDOWS = 4096
 #: multiples of a vector the monotonicity check decodes at
 SCALES = np.linspace(-2.0, 2.0, 9)
-#: z drawn from the prior per scale in that check
-PROBES = 32
+#: windows whose codes are moved in that check
+PROBES = 64
+#: sampled, not argmax: a rare class (toms) rarely wins an argmax, so decoded by argmax its
+#: density would stay 0 over most scales however far z moves
+PROBE_TEMPERATURE = 1.0
 #: what an attribute vector needs: windows with the attribute defined, at least
 MIN_WINDOWS = 8
+#: attributes of how hits are placed or played, not of how many there are: their vectors are
+#: made orthogonal to density's (in real drumming the syncopated and the loud windows are also
+#: the busy ones, so their raw vectors mostly add or remove hits, and a window moved far enough
+#: the other way has too few hits left to carry the attribute at all)
+PER_HIT = ("syncopation", "velocity", "laid_back", "swing")
 
 
 def window_attributes(windows: np.ndarray, rep: GridRepresentation) -> dict[str, np.ndarray]:
@@ -63,18 +71,24 @@ def posterior_means(model: MusicVAE, windows: np.ndarray, device, transform=None
 
 
 def attribute_vectors(
-    model: MusicVAE, rep: GridRepresentation, windows: np.ndarray, transform, device
+    model: MusicVAE, rep: GridRepresentation, windows: np.ndarray, transform, device, seed: int = 0
 ) -> dict[str, list[float]]:
     """name -> top-quartile minus bottom-quartile mean of the posterior means of `windows`
     (at most MAX_WINDOWS of them). An attribute defined on fewer than MIN_WINDOWS windows, or
-    equal in both quartiles (a class never hit), gets no vector."""
+    equal in both quartiles (a class never hit), gets no vector.
+
+    Ties are broken at random (seeded): most windows have no tom or no offset at all, and
+    breaking such ties by position would fill one quartile with the first pieces and the other
+    with the last, so the vector would point from one set of songs to another. The PER_HIT
+    vectors lose their component along density's."""
     windows = np.asarray(windows)
     if windows.shape[0] > MAX_WINDOWS:
         windows = windows[np.linspace(0, windows.shape[0] - 1, MAX_WINDOWS).astype(np.int64)]
     mu = posterior_means(model, windows, device, transform)
+    shuffled = np.random.default_rng(seed).permutation(windows.shape[0])
     vectors = {}
     for name, values in window_attributes(windows, rep).items():
-        defined = np.flatnonzero(np.isfinite(values))
+        defined = shuffled[np.isfinite(values[shuffled])]
         if defined.size < MIN_WINDOWS:
             continue
         order = defined[np.argsort(values[defined], kind="stable")]
@@ -82,8 +96,13 @@ def attribute_vectors(
         low, high = order[:quarter], order[-quarter:]
         if values[high].mean() <= values[low].mean():
             continue
-        vectors[name] = [round(float(v), 6) for v in mu[high].mean(axis=0) - mu[low].mean(axis=0)]
-    return vectors
+        vectors[name] = mu[high].mean(axis=0) - mu[low].mean(axis=0)
+    if "density" in vectors:
+        d = vectors["density"] / np.linalg.norm(vectors["density"])
+        for name in PER_HIT:
+            if name in vectors:
+                vectors[name] = vectors[name] - (vectors[name] @ d) * d
+    return {name: [round(float(x), 6) for x in v] for name, v in vectors.items()}
 
 
 def parse_attributes(texts: list[str]) -> tuple[tuple[str, float], ...]:
@@ -125,25 +144,40 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float | None:
 
 
 @torch.no_grad()
-def monotonicity(model: MusicVAE, rep: GridRepresentation, seed: int, device) -> dict[str, dict]:
-    """For every attribute vector: the attribute of windows decoded (argmax) from PROBES prior
-    samples moved by each of SCALES x the vector, averaged per scale, and Spearman's correlation
-    of those means with the scale (1 = the attribute rises with every step along the vector)."""
+def monotonicity(
+    model: MusicVAE, rep: GridRepresentation, windows: np.ndarray, transform, seed: int, device
+) -> dict[str, dict]:
+    """For every attribute vector: the attribute of windows decoded (sampled) from the posterior
+    means of PROBES held-out `windows` (read through `transform`; spread evenly; prior samples
+    when there are none) moved by each of SCALES x the vector, averaged per scale, and
+    Spearman's correlation of those means with the scale (1 = the attribute rises with every
+    step along the vector). Real patterns are the starting points, as in the MusicVAE paper."""
     vectors = model.config.attributes
     if not vectors:
         return {}
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed)
-    z = torch.randn(PROBES, model.config.z_dim, generator=gen, device=device)
+    windows = np.asarray(windows)
+    if windows.shape[0]:
+        chosen = windows[np.linspace(0, windows.shape[0] - 1, min(PROBES, windows.shape[0])).astype(np.int64)]
+        z = torch.as_tensor(posterior_means(model, chosen, device, transform), device=device)
+    else:
+        gen = torch.Generator(device=device)
+        gen.manual_seed(seed)
+        z = torch.randn(PROBES, model.config.z_dim, generator=gen, device=device)
+    probes = z.shape[0]
     names = sorted(vectors)
     v = torch.tensor([vectors[n] for n in names], device=device)  # (A, z_dim)
-    scales = torch.tensor(SCALES, dtype=torch.float32, device=device)
-    zs = z[None, None] + scales[None, :, None, None] * v[:, None, None, :]  # (A, S, P, z_dim)
-    ids = model.decode(zs.reshape(-1, model.config.z_dim), 0.0).cpu().numpy()
-    ids = ids.reshape(len(names), SCALES.shape[0] * PROBES, -1)
+    per_scale = []
+    for scale in SCALES:
+        # the same seed at every scale: each window meets the same random draws, so what differs
+        # between scales is the move along the vector, not the sampling noise
+        gen = torch.Generator(device=device)
+        gen.manual_seed(seed)
+        zs = (z[None] + float(scale) * v[:, None, :]).reshape(-1, model.config.z_dim)  # (A * P, z_dim)
+        per_scale.append(model.decode(zs, PROBE_TEMPERATURE, gen).cpu().numpy().reshape(len(names), probes, -1))
+    ids = np.stack(per_scale, axis=1).reshape(len(names), SCALES.shape[0] * probes, -1)
     out = {}
     for a, name in enumerate(names):
-        values = window_attributes(ids[a], rep)[name].reshape(SCALES.shape[0], PROBES)
+        values = window_attributes(ids[a], rep)[name].reshape(SCALES.shape[0], probes)
         with np.errstate(invalid="ignore"):
             means = np.array([np.nanmean(row) if np.isfinite(row).any() else np.nan for row in values])
         rho = spearman(SCALES, means)

@@ -599,7 +599,7 @@ class MusicVAEFamily(Family):
         from midigen.generation.attributes import attribute_vectors
 
         transform = task_transform(params["train"]["input_transform"], model.config.head)
-        model.config.attributes = attribute_vectors(model, rep, train, transform, device)
+        model.config.attributes = attribute_vectors(model, rep, train, transform, device, params["train"]["seed"])
         return True
 
     def sample(self, model: MusicVAE, rep, request: SampleRequest, device: torch.device) -> list[np.ndarray]:

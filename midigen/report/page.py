@@ -29,7 +29,7 @@ from midigen.jsonio import read_json
 from midigen.parallel import imap_progress
 from midigen.params import DEFAULTS
 from midigen.report.audio import Synth, find_synth, render_ogg
-from midigen.report.pianoroll import draw_piece, draw_strip, is_drum_piece
+from midigen.report.pianoroll import draw_piece, draw_strip, grid_step_s, is_drum_piece
 from midigen.representations import OutputContext
 from midigen.table import read_rows
 
@@ -103,7 +103,7 @@ def _render_piece(job: PieceJob) -> PieceResult:
     out.duration_s = float(notes["end_s"].max()) if notes.shape[0] else 0.0
     out.drums = is_drum_piece(notes)
     if job.image is not None:
-        draw_piece(notes, job.image)
+        draw_piece(notes, job.image, step_s=grid_step_s(job.midi) if out.drums else None)
     if job.audio is not None and job.synth is not None:
         out.audio_error = render_ogg(job.synth, notes, job.audio, job.max_audio_seconds)
     return out
