@@ -28,6 +28,7 @@ GROOVE_VAE = {
     "hidden_dim": 0,
     "num_layers": 1,
     "enc_layers": 0,
+    "dec_layers": 0,
     "dropout": 0.0,
     "decoder": "flat",
     "z_dim": 16,
@@ -215,7 +216,8 @@ def test_the_groovae_4bar_preset_fills_in_magentas_values_and_keeps_what_was_cha
     raw["train"]["batch_size"] = 64  # changed from the default: kept
     p = validate(raw)
     magenta = PRESETS["groovae_4bar"]
-    assert p["model"]["decoder"] == "flat" and p["model"]["z_dim"] == 256 and p["model"]["enc_layers"] == 1
+    assert p["model"]["decoder"] == "flat" and p["model"]["z_dim"] == 256
+    assert p["model"]["enc_layers"] == 1 and p["model"]["dec_layers"] == 2
     assert p["model"]["dropout"] == 0.7 and p["train"]["beta_rate"] == 0.0 and p["train"]["free_bits"] == 48
     assert p["train"]["schedule"] == "exponential" and p["train"]["lr"] == magenta["train"]["lr"]
     assert p["train"]["batch_size"] == 64 and p["train"]["epochs"] == 3

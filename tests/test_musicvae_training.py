@@ -25,6 +25,7 @@ VAE = {
     "hidden_dim": 0,
     "num_layers": 1,
     "enc_layers": 0,
+    "dec_layers": 0,
     "dropout": 0.0,
     "decoder": "hierarchical",
     "z_dim": 32,

@@ -118,6 +118,10 @@ class MusicVAE(nn.Module):
             in_dim, n_out = n, n
         self.start_id = n
 
+        # dropout on every LSTM's inputs too (Magenta's DropoutWrapper), not only between layers:
+        # one-layer LSTMs get some, and a decoder that cannot rely on every previous step leans
+        # on z (Bowman et al. 2016's word dropout)
+        self.input_dropout = nn.Dropout(c.dropout)
         self.encoder = _lstm(in_dim, c.enc_hidden, c.enc_layers, c.dropout, bidirectional=True)
         self.to_mu = nn.Linear(2 * c.enc_hidden, c.z_dim)
         self.to_sigma = nn.Linear(2 * c.enc_hidden, c.z_dim)
@@ -146,8 +150,8 @@ class MusicVAE(nn.Module):
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:
         """ids (B, T * cells) -> what the LSTMs read at every step (B, T, input size)."""
         if self.config.head == "groove":
-            return self.embed(groove.features(x, self.config.drum_classes))
-        return self.embed(x)
+            return self.input_dropout(self.embed(groove.features(x, self.config.drum_classes)))
+        return self.input_dropout(self.embed(x))
 
     def _start(self, b: int, device: torch.device) -> torch.Tensor:
         """The decoder's input before the first step (B, input size)."""
@@ -463,6 +467,14 @@ def task_transform(name: str, head: str) -> Callable[[np.ndarray], np.ndarray] |
     return input_transform(name)
 
 
+def decoder_for(decoder: str, head: str) -> str:
+    """model.decoder made concrete: auto is flat for groove (Magenta's GrooVAE configs) and
+    hierarchical otherwise (its drum and melody configs)."""
+    if decoder != "auto":
+        return decoder
+    return "flat" if head == "groove" else "hierarchical"
+
+
 class MusicVAEFamily(Family):
     """MusicVAE on the windows of a grid representation (drums, melody, groove).
 
@@ -482,6 +494,7 @@ class MusicVAEFamily(Family):
 
     def build(self, model_params: dict[str, Any], rep) -> MusicVAE:
         mp, layers = model_params, model_params["num_layers"]
+        dec_layers = mp["dec_layers"] or layers
         return MusicVAE(
             MusicVAEConfig(
                 num_classes=len(rep.vocab),
@@ -491,11 +504,11 @@ class MusicVAEFamily(Family):
                 enc_hidden=mp["enc_hidden"],
                 enc_layers=mp["enc_layers"] or layers,
                 conductor_hidden=mp["conductor_hidden"],
-                conductor_layers=layers,
+                conductor_layers=dec_layers,
                 dec_hidden=mp["dec_hidden"],
-                dec_layers=layers,
+                dec_layers=dec_layers,
                 emb_dim=mp["emb_dim"],
-                decoder=mp["decoder"],
+                decoder=decoder_for(mp["decoder"], rep.head),
                 dropout=mp["dropout"],
                 head=rep.head,
                 drum_classes=rep.cells_per_step if rep.head == "groove" else 9,
