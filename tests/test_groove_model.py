@@ -222,3 +222,17 @@ def test_the_groovae_4bar_preset_fills_in_magentas_values_and_keeps_what_was_cha
     assert p["train"]["schedule"] == "exponential" and p["train"]["lr"] == magenta["train"]["lr"]
     assert p["train"]["batch_size"] == 64 and p["train"]["epochs"] == 3
     assert validate({s: dict(v) for s, v in DEFAULTS.items()}) == DEFAULTS  # no preset: nothing changes
+
+
+def test_a_token_model_refuses_attribute_flags(trained_run, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+
+    cli = [sys.executable, "-m", "midigen", "sample", "--checkpoint", str(trained_run[1].best_path), "--out", "x"]
+    proc = subprocess.run(
+        [*cli, "--attribute", "density=1"], cwd=tmp_path, capture_output=True, text=True, env=subprocess_env()
+    )
+    assert proc.returncode == 2 and "--attribute: a lstm model does not use it" in proc.stderr
+    assert not (tmp_path / "x").exists()

@@ -211,7 +211,8 @@ class TokenLMFamily(Family):
     keep_rows(state, keep) for the sampler (midigen.generation.sampling.generate_tokens)."""
 
     layout = "sequence"
-    controls = frozenset(CONTROLS)
+    # latent attribute vectors are MusicVAE's: a token model has no z to move
+    controls = frozenset(CONTROLS) - {"attribute"}
     unit = "tokens"
 
     def data(self, split_data) -> tuple[Any, Any]:
