@@ -1,4 +1,4 @@
-"""Command line: python -m midigen tokenize|detokenize|sample|interpolate|reconstruct ...
+"""Command line: python -m midigen tokenize|detokenize|sample|interpolate|reconstruct|humanize|tap2drum|transfer ...
 
 Representation params come from params.yaml (the `preprocess` section) when it exists, and
 flags override them, so the CLI shows exactly what the pipeline would produce.
@@ -251,13 +251,21 @@ def cmd_sample(args: argparse.Namespace) -> int:
     family = loaded.family
     given = [k for k in ("max_steps", "top_k", "top_p", "primer") if getattr(args, k) is not None]
     given += ["greedy"] if args.greedy else []
+    given += ["attribute"] if args.attribute else []
     refused = [_flag(k) for k in given if k not in family.controls]
     if refused:
         raise ParamsError(
             f"{', '.join(refused)}: a {family.name} model does not use {'it' if len(refused) == 1 else 'them'}"
             f" (it takes: {', '.join(_flag(k) for k in sorted(family.controls))})"
         )
-    request = request_from(g, greedy=args.greedy, primer=args.primer)
+    if args.attribute:
+        from midigen.generation.attributes import attribute_shift, parse_attributes
+
+        attributes = parse_attributes(args.attribute)
+        attribute_shift(loaded.model, attributes)  # unknown names fail here, before any file is written
+    else:
+        attributes = ()
+    request = request_from(g, greedy=args.greedy, primer=args.primer, attributes=attributes)
     check_out_folder(args.out, args.force)  # before sampling, which is the slow part
     seqs = sample(loaded, request)
     # exactly what the generate stage writes for the same params: same tempo, key and program
@@ -276,8 +284,10 @@ def _check_vae_flags(args: argparse.Namespace) -> None:
         SCHEMA["generate"]["temperature"].check("--temperature", args.temperature)
     if args.tempo is not None:
         SCHEMA["generate"]["tempo"].check("--tempo", args.tempo)
-    if args.bar is not None and args.bar < 1:
+    if getattr(args, "bar", None) is not None and args.bar < 1:
         raise ParamsError(f"--bar = {args.bar}: bars count from 1")
+    if getattr(args, "min_hits", 0) < 0:
+        raise ParamsError(f"--min-hits = {args.min_hits}: 0 or more")
 
 
 def _write(seqs, loaded, args: argparse.Namespace, prefix: str, tempo: float) -> list[Path]:
@@ -294,10 +304,12 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
     if not 2 <= args.steps <= MAX_INTERPOLATION_STEPS:
         raise ParamsError(f"--steps = {args.steps}: 2 to {MAX_INTERPOLATION_STEPS} (both ends are included)")
     loaded = load_latent(args.checkpoint, args.device)
-    (a, tempo), (b, _) = file_window(args.a, loaded.rep, args.bar), file_window(args.b, loaded.rep, args.bar)
+    a, b = (file_window(path, loaded.rep, args.bar, args.min_hits) for path in (args.a, args.b))
     check_out_folder(args.out, args.force)
-    seq = interpolate_windows(loaded.model, a, b, args.steps, args.temperature, args.seed, loaded.device)
-    for path in _write(seq, loaded, args, "interp", args.tempo or tempo):
+    for path, window in ((args.a, a), (args.b, b)):
+        print(f"{path}: {window.describe(loaded.rep)}")
+    seq = interpolate_windows(loaded.model, a.ids, b.ids, args.steps, args.temperature, args.seed, loaded.device)
+    for path in _write(seq, loaded, args, "interp", args.tempo or a.tempo_bpm):
         print(path)
     return 0
 
@@ -307,24 +319,107 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
     _check_vae_flags(args)
     loaded = load_latent(args.checkpoint, args.device)
-    window, tempo = file_window(args.midi, loaded.rep, args.bar)
+    window = file_window(args.midi, loaded.rep, args.bar, args.min_hits)
     check_out_folder(args.out, args.force)  # once: the second write below goes beside the first
-    out = reconstruct(loaded.model, window[None], args.temperature, args.seed, loaded.device)
-    _write(window[None], loaded, args, "original", args.tempo or tempo)
-    path = _write(out, loaded, args, "reconstruction", args.tempo or tempo)[0]
-    accuracy = float((out[0] == window).mean())
-    print(f"{path}  ({accuracy:.1%} of the {window.shape[0]} steps as in the original)")
+    out = reconstruct(loaded.model, window.ids[None], args.temperature, args.seed, loaded.device)
+    tempo = args.tempo or window.tempo_bpm
+    _write(window.ids[None], loaded, args, "original", tempo)
+    path = _write(out, loaded, args, "reconstruction", tempo)[0]
+    steps = loaded.rep.step_ids(window.ids[None])[0]
+    accuracy = float((loaded.rep.step_ids(out)[0] == steps).mean())
+    print(f"{args.midi}: {window.describe(loaded.rep)}")
+    print(f"{path}  ({accuracy:.1%} of the {steps.shape[0]} steps as in the original)")
     return 0
 
 
-def _add_vae_flags(p: argparse.ArgumentParser, temperature: float) -> None:
+def _task_model(args: argparse.Namespace, task: str, transform: str):
+    """A GrooVAE checkpoint for `task`, with a warning when it was not trained for it."""
+    from midigen.generation.latent import check_groove, load_latent
+
+    _check_vae_flags(args)
+    loaded = load_latent(args.checkpoint, args.device)
+    check_groove(loaded.model, task)
+    trained = loaded.ckpt.get("input_transform", "none")
+    if trained != transform:
+        print(
+            f"warning: {args.checkpoint} was trained with train.input_transform = {trained}; {task} works best "
+            f"with a model trained with {transform}",
+            file=sys.stderr,
+        )
+    return loaded
+
+
+def _describe_hits(rep, ids) -> str:
+    """Hits per class and the spread of velocities and offsets of written groove ids."""
+    hit, velocity, shift = rep.features(ids[None])
+    if not hit.any():
+        return "no hits"
+    per_class = ", ".join(f"{n} {int(hit[..., c].sum())}" for c, n in enumerate(rep.class_names) if hit[..., c].any())
+    v, o = velocity[hit], shift[hit]
+    spread = f"velocity {v.min()}-{v.max()}, offsets {o.min():+.2f}..{o.max():+.2f} steps"
+    return f"{int(hit.sum())} hits ({per_class}); {spread}"
+
+
+def _whole_file(args: argparse.Namespace, task: str, transform: str, tap: bool) -> int:
+    """humanize / tap2drum: every window of the file (bar 1 on, back to back) through the task,
+    written as one file."""
+    import numpy as np
+
+    from midigen.generation import latent
+
+    loaded = _task_model(args, task, transform)
+    windows, piece = latent.file_grid(args.midi, loaded.rep, tap=tap)
+    check_out_folder(args.out, args.force)
+    if task == "humanize":
+        out = latent.humanize(loaded.model, loaded.rep, windows, args.temperature, args.seed, loaded.device)
+    else:
+        out = latent.tap2drum(loaded.model, windows, args.temperature, args.seed, loaded.device)
+    ids = np.asarray(out).reshape(-1)
+    path = _write([ids], loaded, args, task, args.tempo or piece.tempo_bpm)[0]
+    print(f"{path}: {windows.shape[0] * loaded.rep.bars} bars; {_describe_hits(loaded.rep, ids)}")
+    return 0
+
+
+def cmd_humanize(args: argparse.Namespace) -> int:
+    return _whole_file(args, "humanize", "humanize", tap=False)
+
+
+def cmd_tap2drum(args: argparse.Namespace) -> int:
+    return _whole_file(args, "tap2drum", "tapify", tap=True)
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    from midigen.generation.latent import file_window, groove_transfer
+
+    loaded = _task_model(args, "groove transfer", "none")
+    groove = file_window(args.groove, loaded.rep, args.bar, args.min_hits)
+    pattern = file_window(args.pattern, loaded.rep, args.pattern_bar, args.min_hits)
+    check_out_folder(args.out, args.force)
+    print(f"groove {args.groove}: {groove.describe(loaded.rep)}")
+    print(f"hits {args.pattern}: {pattern.describe(loaded.rep)}")
+    model, rep = loaded.model, loaded.rep
+    out = groove_transfer(model, rep, groove.ids[None], pattern.ids[None], args.temperature, args.seed, loaded.device)
+    path = _write(out, loaded, args, "transfer", args.tempo or pattern.tempo_bpm)[0]
+    print(f"{path}: {_describe_hits(loaded.rep, out[0])}")
+    return 0
+
+
+def _add_vae_flags(p: argparse.ArgumentParser, temperature: float, window: bool = True) -> None:
     p.add_argument("--checkpoint", default="models/best.pt", help="a MusicVAE checkpoint (default: models/best.pt)")
-    p.add_argument(
-        "--bar",
-        type=_integer,
-        default=None,
-        help="use the window starting at this bar, from 1 (default: the first usable one)",
-    )
+    if window:
+        min_hits = DEFAULTS["generate"]["min_hits"]
+        p.add_argument(
+            "--bar",
+            type=_integer,
+            default=None,
+            help="use the window starting at this bar, from 1 (default: the first with --min-hits hits)",
+        )
+        p.add_argument(
+            "--min-hits",
+            type=_integer,
+            default=min_hits,
+            help=f"without --bar: the first window with at least this many hits, else the fullest (default {min_hits})",
+        )
     p.add_argument(
         "--temperature", type=float, default=temperature, help=f"0 = most likely step (default {temperature:g})"
     )
@@ -395,6 +490,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run (default: auto)")
     p.add_argument("--greedy", action="store_true", help="always take the most likely token (default: sample)")
     p.add_argument("--primer", default=None, help="a MIDI file to continue: its tokens are the prompt (default: none)")
+    p.add_argument(
+        "--attribute",
+        action="append",
+        default=[],
+        metavar="NAME=AMOUNT",
+        help="MusicVAE: move z along a latent attribute vector, e.g. density=+1.5 or swing=-1 (repeatable; "
+        "the checkpoint's attributes: density, syncopation, velocity, laid_back, swing, density_<class>)",
+    )
     p.add_argument("--out", required=True, help="output folder (sample_NN.mid and .txt; new or empty, unless --force)")
     _add_force_flag(p)
     p.set_defaults(func=cmd_sample)
@@ -410,6 +513,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("midi", help="input .mid file")
     _add_vae_flags(p, temperature=0.0)
     p.set_defaults(func=cmd_reconstruct)
+
+    p = sub.add_parser(
+        "humanize", help="GrooVAE: quantized drums in, played drums out (velocities and timing; the whole file)"
+    )
+    p.add_argument("midi", help="input .mid file with a drum track (its velocities and timing are ignored)")
+    _add_vae_flags(p, temperature=0.0, window=False)
+    p.set_defaults(func=cmd_humanize)
+
+    p = sub.add_parser("tap2drum", help="GrooVAE: any rhythm in (every note of the file, any instrument), drums out")
+    p.add_argument("midi", help="input .mid file")
+    _add_vae_flags(p, temperature=0.0, window=False)
+    p.set_defaults(func=cmd_tap2drum)
+
+    p = sub.add_parser("transfer", help="GrooVAE: one pattern's hits played with another's velocities and timing")
+    p.add_argument("groove", help=".mid file whose feel (velocities, offsets) is used")
+    p.add_argument("pattern", help=".mid file whose hits are played")
+    p.add_argument(
+        "--pattern-bar", type=_integer, default=None, help="the pattern's window starts at this bar (default: as --bar)"
+    )
+    _add_vae_flags(p, temperature=0.0)
+    p.set_defaults(func=cmd_transfer)
     return parser
 
 

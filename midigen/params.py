@@ -91,7 +91,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
     },
     "preprocess": {
         "representation": Spec(
-            str, "events", choices=("events", "drums", "melody", "notes_chords", "pitch_duration", "voices")
+            str, "events", choices=("events", "drums", "groove", "melody", "notes_chords", "pitch_duration", "voices")
         ),
         "time_unit": Spec(str, "auto", choices=("auto", "beats", "seconds")),
         "time_step": _pos(0.05, 1.0),
@@ -126,11 +126,14 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "hidden_dim": _int(256, 1),
         "num_layers": _int(2, 1, 8),
         "dropout": Spec(float, 0.1, 0, 1, hi_open=True),
-        "decoder": Spec(str, "hierarchical", choices=("hierarchical", "flat")),
-        "z_dim": _int(256, 1),
-        "enc_hidden": _int(512, 1),
-        "conductor_hidden": _int(256, 1),
-        "dec_hidden": _int(256, 1),
+        "decoder": Spec(str, "auto", choices=("auto", "hierarchical", "flat")),
+        "z_dim": _int(64, 1),
+        "enc_hidden": _int(128, 1),
+        "conductor_hidden": _int(128, 1),
+        "dec_hidden": _int(128, 1),
+        "enc_layers": _int(1, 0, 8),
+        "dec_layers": _int(1, 0, 8),
+        "preset": Spec(str, "none", choices=("none", "groovae_4bar")),
         "order": _int(4, 1, 10),
     },
     "train": {
@@ -151,6 +154,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "max_beta": Spec(float, 0.2, 0),
         "beta_rate": Spec(float, 0.99, 0, 1),
         "free_bits": Spec(float, 48, 0),
+        "input_transform": Spec(str, "none", choices=("none", "humanize", "tapify")),
     },
     "generate": {
         "num_files": _int(8, 1, 1024),
@@ -165,6 +169,8 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "constrained": Spec(bool, True),
         "max_note_beats": Spec(float, 8.0, 0, 1000),
         "max_voices": _int(4, 0, 128),
+        "mode": Spec(str, "sample", choices=("sample", "humanize", "tap2drum", "interpolate")),
+        "min_hits": _int(8, 0),
     },
     "evaluate": {
         "ngram": _int(4, 1, 64),
@@ -211,7 +217,7 @@ def validate(raw: Any, sections: tuple[str, ...] | None = None) -> dict[str, dic
             checked[key] = spec.check(f"{section}.{key}", values[key])
         out[section] = checked
     _cross_checks(out)
-    return out
+    return apply_preset(out)
 
 
 #: every key's default: what params.yaml ships with (tests/test_params.py keeps them equal)
@@ -231,6 +237,54 @@ def _cross_checks(p: dict[str, dict[str, Any]]) -> None:
     if "preprocess" in p and p["preprocess"]["pitch_min"] > p["preprocess"]["pitch_max"]:
         pp = p["preprocess"]
         raise ParamsError(f"preprocess.pitch_min = {pp['pitch_min']} is above preprocess.pitch_max = {pp['pitch_max']}")
+
+
+#: model.preset -> the model and train values it stands for. Magenta's groovae_4bar
+#: (music_vae/configs.py): a 1 x 512 bidirectional encoder, a flat 2 x 256 decoder, z 256, the
+#: 27 values per step fed as they are (emb_dim 0), dropout keep 0.3, batch 512, beta held at 0.2,
+#: 48 free bits, Adam at 1e-3 decaying x 0.9999 per step to 1e-5, gradients clipped at 1.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "groovae_4bar": {
+        "model": {
+            "decoder": "flat",
+            "z_dim": 256,
+            "enc_hidden": 512,
+            "enc_layers": 1,
+            "dec_layers": 2,
+            "dec_hidden": 256,
+            "emb_dim": 0,
+            "dropout": 0.7,
+        },
+        "train": {
+            "batch_size": 512,
+            "max_beta": 0.2,
+            "beta_rate": 0.0,
+            "free_bits": 48.0,
+            "lr": 0.001,
+            "schedule": "exponential",
+            "warmup_steps": 0,
+            "grad_clip": 1.0,
+            "weight_decay": 0.0,
+        },
+    },
+}
+
+
+def apply_preset(p: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """params with model.preset's values filled in: every key of the preset that is still at its
+    default takes the preset's value; a key set to anything else keeps it (so
+    `-S model.preset=groovae_4bar -S train.batch_size=64` runs the preset with smaller batches)."""
+    name = p.get("model", {}).get("preset", "none")
+    if name == "none":
+        return p
+    out = {section: dict(values) for section, values in p.items()}
+    for section, values in PRESETS[name].items():
+        if section not in out:
+            continue
+        for key, value in values.items():
+            if out[section][key] == DEFAULTS[section][key]:
+                out[section][key] = value
+    return out
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

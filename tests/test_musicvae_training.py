@@ -24,6 +24,8 @@ VAE = {
     "emb_dim": 32,
     "hidden_dim": 0,
     "num_layers": 1,
+    "enc_layers": 0,
+    "dec_layers": 0,
     "dropout": 0.0,
     "decoder": "hierarchical",
     "z_dim": 32,
@@ -48,7 +50,7 @@ LIMITS = {
 
 def vae_params(epochs: int, **model) -> dict:
     train = {**TINY_TRAIN, "epochs": epochs, "batch_size": 16, "warmup_steps": 10}
-    train.update(max_beta=0.2, beta_rate=0.99, free_bits=48.0)
+    train.update(max_beta=0.2, beta_rate=0.99, free_bits=48.0, input_transform="none")
     return {"model": {**VAE, **model}, "train": train}
 
 

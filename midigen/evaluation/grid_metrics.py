@@ -19,7 +19,8 @@ def onsets(windows: np.ndarray, rep: GridRepresentation) -> np.ndarray:
 
 def hits_per_bar(windows: np.ndarray, rep: GridRepresentation) -> np.ndarray:
     """Per window: drum hits (class x step) or note onsets per bar."""
-    return rep.hit_counts(windows).sum(axis=1) / (windows.shape[1] / rep.steps_per_bar)
+    counts = rep.hit_counts(windows)
+    return counts.sum(axis=1) / (counts.shape[1] / rep.steps_per_bar)
 
 
 def empty_beat_rate(windows: np.ndarray, rep: GridRepresentation) -> np.ndarray:
@@ -77,6 +78,52 @@ def window_metrics(windows: np.ndarray, rep: GridRepresentation) -> dict[str, di
         "hits_per_bar": summarize(hits_per_bar(windows, rep).tolist()),
         "empty_beat_rate": summarize(empty_beat_rate(windows, rep).tolist()),
         "groove_consistency": summarize(groove_consistency(windows, rep).tolist()),
+    }
+
+
+#: velocity histogram: 8 bins of 16 MIDI velocities (0-15, ..., 112-127)
+VELOCITY_BINS = np.arange(0, 129, 16)
+#: offset histogram: 10 bins over [-0.5, 0.5) steps
+OFFSET_BINS = np.linspace(-0.5, 0.5, 11)
+
+
+def swing_ratio(shift: np.ndarray, hit: np.ndarray) -> float | None:
+    """For offsets and hits (n, T, classes): (1 + d) / (1 - d), d = mean offset (steps) of the
+    off-beat sixteenths' hits minus that of the on-beat ones: how much longer the first
+    sixteenth of each pair lasts than the second (1 = straight, 2 = triplet swing). None without
+    hits on both."""
+    off = np.arange(hit.shape[1]) % 2 == 1
+    late, early = hit[:, off], hit[:, ~off]
+    if not late.any() or not early.any():
+        return None
+    d = float(shift[:, off][late].mean() - shift[:, ~off][early].mean())
+    return round((1 + d) / (1 - d), 4) if d < 1 else None
+
+
+def expressive_metrics(windows: np.ndarray, rep: GridRepresentation) -> dict:
+    """How drums are played (groove windows): velocity histogram (shares of hits per VELOCITY_BINS
+    bin), mean and spread, mean velocity per class; offset histogram (OFFSET_BINS), mean and
+    spread in steps and the share of hits off the grid (|offset| >= 1/64 step); swing ratio."""
+    hit, velocity, shift = rep.features(np.asarray(windows, dtype=np.int64))
+    v, o = velocity[hit].astype(np.float64), shift[hit].astype(np.float64)
+    if v.size == 0:
+        return {"hits": 0}
+    per_class = {
+        name: round(float(velocity[..., c][hit[..., c]].mean()), 2) if hit[..., c].any() else None
+        for c, name in enumerate(rep.class_names)
+    }
+    return {
+        "hits": int(v.size),
+        "velocity_histogram": [round(float(x), 4) for x in np.histogram(v, VELOCITY_BINS)[0] / v.size],
+        "velocity_mean": round(float(v.mean()), 3),
+        "velocity_std": round(float(v.std()), 3),
+        "distinct_velocities": int(np.unique(v).size),
+        "class_velocity": per_class,
+        "offset_histogram": [round(float(x), 4) for x in np.histogram(o, OFFSET_BINS)[0] / o.size],
+        "offset_mean": round(float(o.mean()), 5),
+        "offset_std": round(float(o.std()), 5),
+        "off_grid_share": round(float((np.abs(o) >= 1 / 64).mean()), 4),
+        "swing_ratio": swing_ratio(shift, hit),
     }
 
 

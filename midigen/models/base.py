@@ -6,8 +6,9 @@ A family says what differs between kinds of model; the one training loop
 - build: `build(model_params, rep)` and `from_config(config)` (a checkpoint's "model" entry);
 - train: `data(split_data)` (train and val data in the family's layout), `batches(...)` (a
   reproducible sampler of training batches), `train_step(net, batch, step)` (the loss and the
-  numbers to sum over an epoch), `validate(model, val)`, `epoch_row(...)`; a family that learns
-  from counts instead of gradients sets `trains_by_gradient = False` and implements `fit`;
+  numbers to sum over an epoch), `validate(model, val)`, `epoch_row(...)`, `finish(...)` (what
+  the best model adds to best.pt once training ends); a family that learns from counts instead
+  of gradients sets `trains_by_gradient = False` and implements `fit`;
 - generate: `sample(model, rep, request)` and `stage_outputs(...)` (what the generate stage writes);
 - evaluate: `evaluate(model, rep, data, params, generated)` (the numbers of metrics/eval.json)
   and `summary_lines(result)`.
@@ -31,7 +32,7 @@ from midigen.generation.grammar import GrammarLimits
 from midigen.representations import BOS, EOS, PAD, OutputContext, Representation
 
 #: every sampling control the CLI knows (see SampleRequest)
-CONTROLS = ("max_steps", "temperature", "top_k", "top_p", "greedy", "primer")
+CONTROLS = ("max_steps", "temperature", "top_k", "top_p", "greedy", "primer", "attribute")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class SampleRequest:
     primer: str | Path | None = None
     #: what the constrained sampler enforces (generate.constrained); None = unconstrained
     limits: GrammarLimits | None = None
+    #: (name, amount) pairs: move z along the model's latent attribute vectors (MusicVAE)
+    attributes: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass
@@ -146,6 +149,11 @@ class Family:
     def validate(self, model: nn.Module, val: Any, params: dict[str, Any], device: torch.device) -> dict[str, float]:
         raise NotImplementedError
 
+    def finish(self, model: nn.Module, rep: Representation, train: Any, params: dict[str, Any], device) -> bool:
+        """Called once after training with the best weights loaded: True when it changed what
+        the model's config holds (best.pt is then written again)."""
+        return False
+
     def epoch_row(self, totals: Totals, val: dict[str, float], params: dict[str, Any]) -> dict[str, Any]:
         """The fields of one row of the training history (train_loss, val_loss, ... ; the loop
         adds epoch, tokens_per_s and lr)."""
@@ -203,7 +211,8 @@ class TokenLMFamily(Family):
     keep_rows(state, keep) for the sampler (midigen.generation.sampling.generate_tokens)."""
 
     layout = "sequence"
-    controls = frozenset(CONTROLS)
+    # latent attribute vectors are MusicVAE's: a token model has no z to move
+    controls = frozenset(CONTROLS) - {"attribute"}
     unit = "tokens"
 
     def data(self, split_data) -> tuple[Any, Any]:

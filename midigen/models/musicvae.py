@@ -3,12 +3,17 @@ latent z, and a hierarchical ("conductor") or flat LSTM decoder back to one toke
 
 Input is a batch of fixed-length windows of step ids (B, T) with T = bars * steps_per_bar, as cut
 by midigen.representations.grid. Losses are in nats; KL is per example, summed over z dims.
+
+The output head follows the representation: "categorical" (one id per step, softmax and
+cross-entropy: drums, melody) or "groove" (GrooVAE, midigen.models.groove: per step and drum
+class a hit, a velocity and an offset; windows are (B, T * drum_classes) cell ids).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,7 +23,8 @@ from torch import nn
 
 from midigen.errors import DataError
 from midigen.generation.sampling import sample_next
-from midigen.models.base import Family, SampleRequest, StepOutput, Totals, request_from
+from midigen.models import groove
+from midigen.models.base import Family, SampleRequest, StepOutput, Totals
 
 #: keeps log(sigma) finite when softplus underflows
 _MIN_SIGMA = 1e-6
@@ -42,15 +48,30 @@ class MusicVAEConfig:
     decoder: str = "hierarchical"
     #: between stacked LSTM layers
     dropout: float = 0.0
+    #: "categorical" (one id of num_classes per step) or "groove" (hit, velocity, offset per
+    #: step and drum class; see midigen.models.groove)
+    head: str = "categorical"
+    #: groove head: drum classes per step (3 values each)
+    drum_classes: int = 9
+    #: latent attribute vectors, name -> z_dim floats, found after training from the training
+    #: windows (midigen.generation.attributes); empty until then
+    attributes: dict[str, list[float]] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.decoder not in ("hierarchical", "flat"):
             raise ValueError(f"decoder must be 'hierarchical' or 'flat', got {self.decoder!r}")
+        if self.head not in ("categorical", "groove"):
+            raise ValueError(f"head must be 'categorical' or 'groove', got {self.head!r}")
 
     @property
     def seq_len(self) -> int:
         """Steps per window."""
         return self.bars * self.steps_per_bar
+
+    @property
+    def cells_per_step(self) -> int:
+        """Ids per step of a window: 1, or one per drum class (groove)."""
+        return self.drum_classes if self.head == "groove" else 1
 
 
 def _lstm(input_size: int, hidden: int, layers: int, dropout: float, bidirectional: bool = False) -> nn.LSTM:
@@ -82,15 +103,25 @@ class MusicVAE(nn.Module):
         super().__init__()
         self.config = c = config
         n = c.num_classes
-        # row n is the start token fed before the first step
-        if c.emb_dim > 0:
+        if c.head == "groove":
+            # 27 values per step, projected (emb_dim > 0) or fed as they are (Magenta); the start
+            # input is all zeros
+            n_out = 3 * c.drum_classes
+            self.embed = nn.Linear(n_out, c.emb_dim) if c.emb_dim > 0 else nn.Identity()
+            in_dim = c.emb_dim or n_out
+        elif c.emb_dim > 0:
+            # row n is the start token fed before the first step
             self.embed = nn.Embedding(n + 1, c.emb_dim)
-            in_dim = c.emb_dim
+            in_dim, n_out = c.emb_dim, n
         else:
             self.embed = nn.Embedding.from_pretrained(torch.cat([torch.eye(n), torch.zeros(1, n)]), freeze=True)
-            in_dim = n
+            in_dim, n_out = n, n
         self.start_id = n
 
+        # dropout on every LSTM's inputs too (Magenta's DropoutWrapper), not only between layers:
+        # one-layer LSTMs get some, and a decoder that cannot rely on every previous step leans
+        # on z (Bowman et al. 2016's word dropout)
+        self.input_dropout = nn.Dropout(c.dropout)
         self.encoder = _lstm(in_dim, c.enc_hidden, c.enc_layers, c.dropout, bidirectional=True)
         self.to_mu = nn.Linear(2 * c.enc_hidden, c.z_dim)
         self.to_sigma = nn.Linear(2 * c.enc_hidden, c.z_dim)
@@ -104,7 +135,7 @@ class MusicVAE(nn.Module):
             cond_dim = c.z_dim
         self.decoder_init = _InitialState(cond_dim, c.dec_hidden, c.dec_layers)
         self.decoder = _lstm(in_dim + cond_dim, c.dec_hidden, c.dec_layers, c.dropout)
-        self.head = nn.Linear(c.dec_hidden, n)
+        self.head = nn.Linear(c.dec_hidden, n_out)
 
     def config_dict(self) -> dict:
         return asdict(self.config)
@@ -112,13 +143,32 @@ class MusicVAE(nn.Module):
     # -- encoder ----------------------------------------------------------------------------
 
     def _check(self, x: torch.Tensor) -> None:
-        if x.dim() != 2 or x.shape[1] != self.config.seq_len:
-            raise ValueError(f"expected ids of shape (batch, {self.config.seq_len}), got {tuple(x.shape)}")
+        width = self.config.seq_len * self.config.cells_per_step
+        if x.dim() != 2 or x.shape[1] != width:
+            raise ValueError(f"expected ids of shape (batch, {width}), got {tuple(x.shape)}")
+
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """ids (B, T * cells) -> what the LSTMs read at every step (B, T, input size)."""
+        if self.config.head == "groove":
+            return self.input_dropout(self.embed(groove.features(x, self.config.drum_classes)))
+        return self.input_dropout(self.embed(x))
+
+    def _start(self, b: int, device: torch.device) -> torch.Tensor:
+        """The decoder's input before the first step (B, input size)."""
+        if self.config.head == "groove":
+            return self.embed(torch.zeros(b, 3 * self.config.drum_classes, device=device))
+        return self.embed(torch.full((b,), self.start_id, dtype=torch.long, device=device))
+
+    def step_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, T): one id per step, what step accuracy compares (groove: the hits alone)."""
+        if self.config.head == "groove":
+            return groove.hit_steps(ids, self.config.drum_classes)
+        return ids
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """ids (B, T) -> (mu, sigma), each (B, z_dim): the posterior q(z|x) = N(mu, diag(sigma^2))."""
         self._check(x)
-        _, (h, _) = self.encoder(self.embed(x))
+        _, (h, _) = self.encoder(self._inputs(x))
         # h: (layers * 2, B, H); the last two rows are the top layer's forward and backward states
         top = torch.cat([h[-2], h[-1]], dim=-1)
         return self.to_mu(top), F.softplus(self.to_sigma(top)) + _MIN_SIGMA
@@ -132,11 +182,11 @@ class MusicVAE(nn.Module):
         return out
 
     def _teacher_forced(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Logits (B, T, num_classes) with the true previous token as every input."""
+        """Outputs (B, T, num_classes logits; groove: 3 * drum_classes) with the true previous
+        step as every input."""
         c = self.config
         b = x.shape[0]
-        prev = torch.cat([x.new_full((b, 1), self.start_id), x[:, :-1]], dim=1)
-        inp = self.embed(prev)
+        inp = torch.cat([self._start(b, x.device).unsqueeze(1), self._inputs(x)[:, :-1]], dim=1)
         if c.decoder == "flat":
             cond = z.unsqueeze(1).expand(b, c.seq_len, z.shape[-1])
             out, _ = self.decoder(torch.cat([inp, cond], dim=-1), self.decoder_init(z))
@@ -156,34 +206,58 @@ class MusicVAE(nn.Module):
         return mu + sigma * eps
 
     def forward(
-        self, x: torch.Tensor, generator: torch.Generator | None = None
+        self, x: torch.Tensor, generator: torch.Generator | None = None, x_in: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """ids (B, T) -> (teacher-forced logits (B, T, num_classes), mu, sigma); z is sampled."""
-        mu, sigma = self.encode(x)
+        """ids (B, T) -> (teacher-forced logits (B, T, num_classes), mu, sigma); z is sampled.
+        x_in: what the encoder reads instead of x (a task's input transform; x stays the target)."""
+        mu, sigma = self.encode(x if x_in is None else x_in)
         return self._teacher_forced(x, self.sample_z(mu, sigma, generator)), mu, sigma
 
     def loss(
-        self, x: torch.Tensor, beta: float = 1.0, free_bits: float = 0.0, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        beta: float = 1.0,
+        free_bits: float = 0.0,
+        generator: torch.Generator | None = None,
+        x_in: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """The negative ELBO with Magenta's free bits, in nats (see elbo_terms)."""
-        return elbo_terms(x, *self(x, generator), beta, free_bits)
+        return self.terms(x, *self(x, generator, x_in), beta, free_bits)
+
+    def terms(
+        self, x: torch.Tensor, out: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, beta: float, free_bits: float
+    ) -> dict[str, torch.Tensor]:
+        """The loss terms of this model's head from a forward pass (elbo_terms, or the groove
+        head's with its hit, velocity and offset losses)."""
+        if self.config.head == "groove":
+            return groove_elbo_terms(x, out, mu, sigma, beta, free_bits, self.config.drum_classes)
+        return elbo_terms(x, out, mu, sigma, beta, free_bits)
 
     @torch.no_grad()
     def decode(
-        self, z: torch.Tensor, temperature: float = 1.0, generator: torch.Generator | None = None
+        self,
+        z: torch.Tensor,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        hits: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """z (B, z_dim) -> ids (B, T), sampled step by step from the model's own outputs.
 
         temperature 0 takes the argmax. The previous token is carried across bar lines. Runs in
-        eval mode (no dropout) and restores the module's mode afterwards.
+        eval mode (no dropout) and restores the module's mode afterwards. Groove head: `hits`
+        (B, T, drum_classes) fixes which cells are hit (humanize, groove transfer) and the
+        model gives their velocities and offsets.
         """
         c = self.config
         was_training = self.training
         self.eval()
         try:
             b = z.shape[0]
-            prev = torch.full((b,), self.start_id, dtype=torch.long, device=z.device)
-            out = torch.empty(b, c.seq_len, dtype=torch.long, device=z.device)
+            prev_in = self._start(b, z.device)
+            if c.head == "groove":
+                out = torch.empty(b, c.seq_len, 3 * c.drum_classes, device=z.device)
+            else:
+                out = torch.empty(b, c.seq_len, dtype=torch.long, device=z.device)
             if c.decoder == "flat":
                 conds, span = z.unsqueeze(1), c.seq_len
             else:
@@ -193,12 +267,16 @@ class MusicVAE(nn.Module):
                 cond = conds[:, k]
                 state = self.decoder_init(cond)
                 for _ in range(span):
-                    inp = torch.cat([self.embed(prev), cond], dim=-1).unsqueeze(1)
-                    h, state = self.decoder(inp, state)
-                    prev = sample_next(self.head(h[:, 0]), temperature, generator=generator)
-                    out[:, t] = prev
+                    h, state = self.decoder(torch.cat([prev_in, cond], dim=-1).unsqueeze(1), state)
+                    if c.head == "groove":
+                        given = None if hits is None else hits[:, t]
+                        step = self.head(h[:, 0])
+                        out[:, t] = groove.sample_step(step, c.drum_classes, temperature, generator, given)
+                    else:
+                        out[:, t] = sample_next(self.head(h[:, 0]), temperature, generator=generator)
+                    prev_in = self.embed(out[:, t])
                     t += 1
-            return out
+            return groove.to_ids(out, c.drum_classes) if c.head == "groove" else out
         finally:
             self.train(was_training)
 
@@ -229,15 +307,37 @@ def elbo_terms(
     """
     b = x.shape[0]
     recon = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x.reshape(-1), reduction="sum") / b
-    kl_each = (0.5 * (mu.pow(2) + sigma.pow(2) - 1.0) - torch.log(sigma)).sum(-1)
-    kl_cost = torch.clamp(kl_each - free_bits * math.log(2.0), min=0.0).mean()
+    kl, kl_cost = _kl(mu, sigma, free_bits)
     accuracy = (logits.argmax(-1) == x).float().mean()
     return {
         "loss": recon + beta * kl_cost,
         "recon": recon,
-        "kl": kl_each.mean(),
+        "kl": kl,
         "accuracy": accuracy.detach(),
     }
+
+
+def _kl(mu: torch.Tensor, sigma: torch.Tensor, free_bits: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean KL per example, mean of max(KL - free_bits * ln 2, 0)): what the loss pays."""
+    kl_each = (0.5 * (mu.pow(2) + sigma.pow(2) - 1.0) - torch.log(sigma)).sum(-1)
+    return kl_each.mean(), torch.clamp(kl_each - free_bits * math.log(2.0), min=0.0).mean()
+
+
+def groove_elbo_terms(
+    x: torch.Tensor,
+    out: torch.Tensor,
+    mu: torch.Tensor,
+    sigma: torch.Tensor,
+    beta: float,
+    free_bits: float,
+    classes: int,
+) -> dict[str, torch.Tensor]:
+    """elbo_terms for the groove head: recon = hit log-loss + velocity and offset squared errors
+    (each also on its own), summed over steps and classes and averaged over the batch; accuracy
+    = share of steps whose hits are all right (midigen.models.groove)."""
+    terms = groove.reconstruction_terms(x, out, classes)
+    kl, kl_cost = _kl(mu, sigma, free_bits)
+    return {"loss": terms["recon"] + beta * kl_cost, "kl": kl, **terms}
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
@@ -279,6 +379,10 @@ def beta_schedule(step: int, max_beta: float, beta_rate: float) -> float:
 # -- the family ---------------------------------------------------------------------------------
 
 
+#: what the groove head adds to the loss terms (logged to MLflow per epoch)
+GROOVE_TERMS = ("hit_loss", "velocity_loss", "offset_loss")
+
+
 @torch.no_grad()
 def evaluate_vae(
     model: MusicVAE,
@@ -289,54 +393,108 @@ def evaluate_vae(
     free_bits: float,
     seed: int = 0,
     free_running: bool = False,
+    transform: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> dict[str, float]:
     """Means per window over `windows` (n, T): loss, recon, kl, elbo (recon + kl, i.e. beta 1) in
-    nats; accuracy = teacher-forced share of steps whose argmax is right; with free_running also
-    free_accuracy = the same for reconstructions decoded greedily from mu. z is sampled from a
+    nats (groove: also its hit, velocity and offset losses); accuracy = teacher-forced share of
+    steps whose argmax is right (groove: whose hits are all right); with free_running also
+    free_accuracy = the same for reconstructions decoded greedily from mu. `transform` gives what
+    the encoder reads (a task's input transform, train.input_transform). z is sampled from a
     generator seeded with `seed`, so repeated evaluations of one model agree."""
     from midigen.training.devices import autocast
 
     model.eval()
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
-    totals = {"loss": 0.0, "recon": 0.0, "kl": 0.0, "accuracy": 0.0, "free_accuracy": 0.0}
+    totals: dict[str, float] = {}
     n = 0
     for i in range(0, windows.shape[0], batch_size):
-        x = torch.as_tensor(np.asarray(windows[i : i + batch_size], dtype=np.int64), device=device)
+        w = np.asarray(windows[i : i + batch_size], dtype=np.int64)
+        x = torch.as_tensor(w, device=device)
+        x_in = None if transform is None else torch.as_tensor(transform(w), device=device)
         with autocast(device):
-            out = model.loss(x, beta, free_bits, generator=gen)
+            out = model.loss(x, beta, free_bits, generator=gen, x_in=x_in)
         b = x.shape[0]
-        for key in ("loss", "recon", "kl", "accuracy"):
-            totals[key] += float(out[key]) * b
+        for key in ("loss", "recon", "kl", "accuracy", *GROOVE_TERMS):
+            if key in out:
+                totals[key] = totals.get(key, 0.0) + float(out[key]) * b
         if free_running:
-            totals["free_accuracy"] += float((model.reconstruct(x) == x).float().mean()) * b
+            again = model.reconstruct(x if x_in is None else x_in)
+            right = float((model.step_ids(again) == model.step_ids(x)).float().mean())
+            totals["free_accuracy"] = totals.get("free_accuracy", 0.0) + right * b
         n += b
     if n == 0:
         raise DataError("no windows to evaluate")
     result = {k: v / n for k, v in totals.items()}
     result["elbo"] = result["recon"] + result["kl"]
-    if not free_running:
-        del result["free_accuracy"]
     return result
 
 
+def _unwrap(net: nn.Module) -> MusicVAE:
+    """The MusicVAE inside DDP and torch.compile wrappers."""
+    while isinstance(getattr(net, "_orig_mod", None), nn.Module) or isinstance(getattr(net, "module", None), nn.Module):
+        net = getattr(net, "_orig_mod", None) or net.module
+    return net
+
+
+class _TaskBatches:
+    """Window batches as (target, encoder input): the encoder reads each window through a task's
+    input transform (humanize, tapify) and the decoder must give back the window itself. Every
+    other attribute (state, shares, batches per epoch) is the wrapped sampler's."""
+
+    def __init__(self, inner, transform: Callable[[np.ndarray], np.ndarray]):
+        self.inner, self.transform = inner, transform
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.inner.batch()
+        return x, torch.from_numpy(np.asarray(self.transform(x.numpy()), dtype=np.int64))
+
+
+def task_transform(name: str, head: str) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The function of train.input_transform `name` (None for "none"); ParamsError when the
+    model's head has no velocities and offsets to transform (only groove's has)."""
+    from midigen.errors import ParamsError
+    from midigen.representations.groove import input_transform
+
+    if name != "none" and head != "groove":
+        raise ParamsError(
+            f"train.input_transform = {name!r} needs preprocess.representation = 'groove' (hits with velocities "
+            "and offsets)"
+        )
+    return input_transform(name)
+
+
+def decoder_for(decoder: str, head: str) -> str:
+    """model.decoder made concrete: auto is flat for groove (Magenta's GrooVAE configs) and
+    hierarchical otherwise (its drum and melody configs)."""
+    if decoder != "auto":
+        return decoder
+    return "flat" if head == "groove" else "hierarchical"
+
+
 class MusicVAEFamily(Family):
-    """MusicVAE on the windows of a grid representation (drums, melody).
+    """MusicVAE on the windows of a grid representation (drums, melody, groove).
 
     Per-epoch numbers are per step of the grid (nats/step) so their curves sit beside the token
-    models': loss = (recon + beta * max(KL - free_bits, 0)) / steps, perplexity = exp(recon / steps).
-    The best checkpoint is the one with the lowest validation loss at the final beta (max_beta),
-    so an epoch early in the beta warm-up cannot win by paying less for its KL."""
+    models': loss = (recon + beta * max(KL - free_bits, 0)) / steps, perplexity = exp(recon / steps)
+    (groove: its recon is a sum of log-loss and squared errors, so that "perplexity" is only a
+    scale). The best checkpoint is the one with the lowest validation loss at the final beta
+    (max_beta), so an epoch early in the beta warm-up cannot win by paying less for its KL.
+    After training, the attribute vectors of the best model are added to best.pt (finish)."""
 
     name = "musicvae"
     layout = "windows"
     # a MusicVAE decodes whole windows from z: max_steps, top-k/top-p and primers do not apply
-    controls = frozenset({"temperature", "greedy"})
+    controls = frozenset({"temperature", "greedy", "attribute"})
     unit = "windows"
     has_latent = True
 
     def build(self, model_params: dict[str, Any], rep) -> MusicVAE:
         mp, layers = model_params, model_params["num_layers"]
+        dec_layers = mp["dec_layers"] or layers
         return MusicVAE(
             MusicVAEConfig(
                 num_classes=len(rep.vocab),
@@ -344,14 +502,16 @@ class MusicVAEFamily(Family):
                 bars=rep.bars,
                 z_dim=mp["z_dim"],
                 enc_hidden=mp["enc_hidden"],
-                enc_layers=layers,
+                enc_layers=mp["enc_layers"] or layers,
                 conductor_hidden=mp["conductor_hidden"],
-                conductor_layers=layers,
+                conductor_layers=dec_layers,
                 dec_hidden=mp["dec_hidden"],
-                dec_layers=layers,
+                dec_layers=dec_layers,
                 emb_dim=mp["emb_dim"],
-                decoder=mp["decoder"],
+                decoder=decoder_for(mp["decoder"], rep.head),
                 dropout=mp["dropout"],
+                head=rep.head,
+                drum_classes=rep.cells_per_step if rep.head == "groove" else 9,
             )
         )
 
@@ -368,22 +528,29 @@ class MusicVAEFamily(Family):
         from midigen.data.windows import WindowBatches
 
         tp = params["train"]
-        return WindowBatches(train, tp["batch_size"], tp["seed"], tp["transpose"], rep, shard)
+        transform = task_transform(tp["input_transform"], rep.head)
+        batches = WindowBatches(train, tp["batch_size"], tp["seed"], tp["transpose"], rep, shard)
+        return batches if transform is None else _TaskBatches(batches, transform)
 
-    def train_step(self, net: nn.Module, batch: torch.Tensor, step: int, params: dict[str, Any]) -> StepOutput:
+    def train_step(self, net: nn.Module, batch, step: int, params: dict[str, Any]) -> StepOutput:
         from midigen.training.devices import autocast
 
         tp = params["train"]
+        x, x_in = batch if isinstance(batch, tuple) else (batch, None)
+        model = _unwrap(net)
         beta = beta_schedule(step, tp["max_beta"], tp["beta_rate"])
-        with autocast(batch.device):
-            out = elbo_terms(batch, *net(batch), beta, tp["free_bits"])  # through DDP's forward
-        b = batch.shape[0]
-        sums = {k: float(out[k].detach()) * b for k in ("loss", "recon", "kl", "accuracy")}
-        return StepOutput(out["loss"], sums, b, b * batch.shape[1])
+        with autocast(x.device):
+            out = model.terms(x, *net(x, None, x_in), beta, tp["free_bits"])  # through DDP's forward
+        b = x.shape[0]
+        sums = {k: float(out[k].detach()) * b for k in ("loss", "recon", "kl", "accuracy", *GROOVE_TERMS) if k in out}
+        return StepOutput(out["loss"], sums, b, b * model.config.seq_len)
 
     def validate(self, model: nn.Module, val: np.ndarray, params: dict[str, Any], device) -> dict[str, float]:
         tp = params["train"]
-        return evaluate_vae(model, val, tp["batch_size"] * 2, device, tp["max_beta"], tp["free_bits"], seed=tp["seed"])
+        transform = task_transform(tp["input_transform"], model.config.head)
+        return evaluate_vae(
+            model, val, tp["batch_size"] * 2, device, tp["max_beta"], tp["free_bits"], tp["seed"], transform=transform
+        )
 
     def epoch_row(self, totals: Totals, val: dict[str, float], params: dict[str, Any]) -> dict[str, Any]:
         from midigen.training.loop import perplexity
@@ -391,7 +558,7 @@ class MusicVAEFamily(Family):
         tp = params["train"]
         t = totals.tokens / max(1, totals.items)  # steps per window
         train = {k: v / max(1, totals.items) for k, v in totals.sums.items()}
-        return {
+        row = {
             "train_loss": round(train["loss"] / t, 5),
             "val_loss": round(val["loss"] / t, 5),
             "train_perplexity": round(perplexity(train["recon"] / t), 4),
@@ -405,6 +572,10 @@ class MusicVAEFamily(Family):
             "train_accuracy": round(train["accuracy"], 5),
             "val_accuracy": round(val["accuracy"], 5),
         }
+        for key in GROOVE_TERMS:  # per window, like recon
+            if key in train:
+                row[f"train_{key}"], row[f"val_{key}"] = round(train[key], 4), round(val[key], 4)
+        return row
 
     def postfix(self, totals: Totals, params: dict[str, Any]) -> dict[str, str]:
         n, tp = max(1, totals.items), params["train"]
@@ -416,35 +587,54 @@ class MusicVAEFamily(Family):
         }
 
     def epoch_line(self, row: dict[str, Any]) -> str:
-        return (
+        line = (
             f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.3f}  "
             f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.3f} KL {row['val_kl']:.1f} "
             f"(beta {row['beta']:.3f})"
         )
+        if "val_hit_loss" in row:
+            line += (
+                f"  val hits {row['val_hit_loss']:.2f} velocity {row['val_velocity_loss']:.3f} "
+                f"offset {row['val_offset_loss']:.3f}"
+            )
+        return line
+
+    def checkpoint_extra(self, params: dict[str, Any]) -> dict[str, Any]:
+        tp = params["train"]
+        return {
+            "loss": {"max_beta": tp["max_beta"], "beta_rate": tp["beta_rate"], "free_bits": tp["free_bits"]},
+            "input_transform": tp["input_transform"],
+        }
+
+    def finish(self, model: MusicVAE, rep, train: np.ndarray, params: dict[str, Any], device) -> bool:
+        """The attribute vectors of the best model, from its posterior means of the training
+        windows (midigen.generation.attributes), into its config: best.pt carries them."""
+        from midigen.generation.attributes import attribute_vectors
+
+        transform = task_transform(params["train"]["input_transform"], model.config.head)
+        model.config.attributes = attribute_vectors(model, rep, train, transform, device, params["train"]["seed"])
+        return True
 
     def sample(self, model: MusicVAE, rep, request: SampleRequest, device: torch.device) -> list[np.ndarray]:
-        """request.num windows decoded from z ~ N(0, I), as one batch (greedy: the most likely step)."""
+        """request.num windows decoded from z ~ N(0, I), as one batch (greedy: the most likely
+        step), moved along the attribute vectors request.attributes asks for."""
+        from midigen.generation.attributes import attribute_shift
         from midigen.generation.latent import sample
 
         temperature = 0.0 if request.greedy else request.temperature
-        return list(sample(model, request.num, temperature, request.seed, device)[0])
+        shift = attribute_shift(model, request.attributes) if request.attributes else None
+        return list(sample(model, request.num, temperature, request.seed, device, shift)[0])
 
     def stage_outputs(self, model: MusicVAE, rep, params: dict[str, Any], split_data, device) -> list:
-        """generate.num_files samples (sample_NN, at generate.temperature) and an interpolation
-        between the first windows of two held-out pieces (interp_NN, both ends included,
-        decoded by argmax: sampling would add noise at every point, and evaluate scores it so)."""
-        from midigen.generation.latent import INTERPOLATION_STEPS, endpoint_windows, interpolate_windows
+        """What generate.mode asks for (midigen.generation.latent.stage_outputs): samples and an
+        interpolation, an interpolation alone, or a task (humanize, tap2drum) on held-out
+        windows beside their originals."""
+        from midigen.generation.latent import stage_outputs
 
-        outputs = [("sample", self.sample(model, rep, request_from(params["generate"]), device))]
-        ends = endpoint_windows(split_data)
-        if ends.shape[0] == 2:
-            seed = params["generate"]["seed"]
-            seq = interpolate_windows(model, ends[0], ends[1], INTERPOLATION_STEPS, 0.0, seed, device)
-            outputs.append(("interp", list(seq)))
-        return outputs
+        return stage_outputs(self, model, rep, params, split_data, device)
 
     def summary_line(self, count: dict[str, int]) -> str:
-        return f"{count.get('sample', 0)} samples, {count.get('interp', 0)} interpolation steps"
+        return ", ".join(f"{n} {prefix}" for prefix, n in count.items())
 
     def evaluate(self, model: MusicVAE, rep, split_data, params: dict[str, Any], generated, device):
         from midigen.evaluation.vae_eval import evaluate_musicvae
@@ -455,10 +645,6 @@ class MusicVAEFamily(Family):
         from midigen.evaluation.vae_eval import summary_lines
 
         return summary_lines(result)
-
-    def checkpoint_extra(self, params: dict[str, Any]) -> dict[str, Any]:
-        tp = params["train"]
-        return {"loss": {"max_beta": tp["max_beta"], "beta_rate": tp["beta_rate"], "free_bits": tp["free_bits"]}}
 
 
 FAMILY = MusicVAEFamily()

@@ -31,7 +31,7 @@ from midigen.jsonio import read_json
 from midigen.parallel import imap_progress
 from midigen.params import DEFAULTS
 from midigen.report.audio import Synth, find_synth, render_ogg
-from midigen.report.pianoroll import draw_piece, draw_strip, is_drum_piece
+from midigen.report.pianoroll import draw_piece, draw_strip, grid_step_s, is_drum_piece
 from midigen.representations import OutputContext
 from midigen.table import read_rows
 
@@ -115,7 +115,8 @@ def _render_piece(job: PieceJob) -> PieceResult:
         out.longest_beats = heard.longest_beats
         out.on_grid = heard.on_grid / heard.onsets if heard.onsets else None
     if job.image is not None:
-        draw_piece(notes, job.image, seconds=job.axis_s)
+        step_s = grid_step_s(job.midi) if out.drums else None
+        draw_piece(notes, job.image, seconds=job.axis_s, step_s=step_s)
     if job.audio is not None and job.synth is not None:
         out.audio_error = render_ogg(job.synth, notes, job.audio, job.max_audio_seconds)
     return out

@@ -78,18 +78,51 @@ def _drum_rows(notes: np.ndarray) -> int:
     return len(DRUM_CLASSES) + int(bool((_PITCH_TO_ROW[np.clip(notes["pitch"], 0, 127)] == len(DRUM_CLASSES)).any()))
 
 
-def _draw_drums(ax, notes: np.ndarray, n_rows: int, labels: bool = True) -> None:
+#: hits at least this far (in steps) from the grid get an offset mark
+OFF_GRID = 1 / 64
+EARLY, LATE = "#2f6fd0", "#d0452f"
+
+
+def grid_step_s(path: str | Path) -> float | None:
+    """Seconds per 16th-note step at a MIDI file's first tempo (120 bpm without one), the grid
+    offsets are drawn against; None when the file cannot be read."""
+    from midigen.data.midi_io import read_tick_notes
+    from midigen.errors import MidiError
+
+    try:
+        tempos = read_tick_notes(path).score.tempos.numpy()
+    except MidiError:
+        return None
+    mspq = float(tempos["mspq"][0]) if tempos["mspq"].shape[0] and tempos["mspq"][0] > 0 else 500000.0
+    return mspq / 1e6 / 4
+
+
+def _draw_drums(ax, notes: np.ndarray, n_rows: int, labels: bool = True, step_s: float | None = None) -> None:
+    """The drum grid: a row per class, each hit a bar whose height and colour grow with its
+    velocity; with step_s (seconds per 16th) a hit off the grid also gets a thin line from its
+    grid step to its onset (blue: early, red: late)."""
     rows = _PITCH_TO_ROW[np.clip(notes["pitch"], 0, 127)]
     for r in range(n_rows):
         if r % 2 == 0:
             ax.axhspan(r - 0.5, r + 0.5, color="#f3f3f3", zorder=0, linewidth=0)
     if notes.shape[0]:
+        loud = np.clip(notes["velocity"] / 127.0, 0, 1)
         # a hit is drawn at least one 16th at 120 bpm wide, whatever its MIDI duration
         end = np.maximum(notes["end_s"], notes["start_s"] + 0.125)
-        boxes = _boxes(notes["start_s"], end, rows * 1.0, 0.8)
-        alpha = 0.35 + 0.65 * np.clip(notes["velocity"] / 127.0, 0, 1)
-        faces = np.column_stack([np.tile([0.13, 0.13, 0.13], (notes.shape[0], 1)), alpha])
+        heights = 0.2 + 0.7 * loud
+        y = rows * 1.0
+        boxes = np.concatenate(
+            [_boxes(notes["start_s"][i : i + 1], end[i : i + 1], y[i : i + 1], heights[i]) for i in range(len(notes))]
+        )
+        # light yellow (soft) to dark red (loud), as in a velocity lane
+        faces = np.column_stack([0.98 - 0.45 * loud, 0.85 - 0.8 * loud, 0.45 - 0.35 * loud, np.full(len(notes), 0.95)])
         ax.add_collection(PolyCollection(boxes, facecolors=faces, edgecolors="white", linewidths=0.3))
+        if step_s:
+            grid = np.round(notes["start_s"] / step_s) * step_s
+            off = np.abs(notes["start_s"] - grid) >= OFF_GRID * step_s
+            for t0, t1, row in zip(grid[off], notes["start_s"][off], y[off], strict=True):
+                ax.plot([t0, t1], [row - 0.45, row - 0.45], color=LATE if t1 > t0 else EARLY, linewidth=1.2)
+                ax.plot([t0, t0], [row - 0.5, row - 0.3], color="#555555", linewidth=0.6)
     ax.set_ylim(-0.5, n_rows - 0.5)
     names = DRUM_LABELS + (("other",) if n_rows > len(DRUM_CLASSES) else ())
     ax.set_yticks(range(n_rows), names)
@@ -105,15 +138,21 @@ def _finish(ax, notes: np.ndarray, seconds: float | None) -> None:
 
 
 def draw_piece(
-    notes: np.ndarray, path: str | Path, title: str = "", width_in: float = 9.0, seconds: float | None = None
+    notes: np.ndarray,
+    path: str | Path,
+    title: str = "",
+    width_in: float = 9.0,
+    seconds: float | None = None,
+    step_s: float | None = None,
 ) -> None:
-    """A piano roll (pitch over seconds), or a drum grid when every note is a drum hit; the time
-    axis spans `seconds` (default: the piece), so pieces drawn with one value share a scale."""
+    """A piano roll (pitch over seconds), or a drum grid when every note is a drum hit (velocity
+    as bar height and colour; with step_s, offsets from the 16th grid marked); the time axis
+    spans `seconds` (default: the piece), so pieces drawn with one value share a scale."""
     drum = is_drum_piece(notes)
     fig = Figure(figsize=(width_in, 2.1 if drum else 2.6))
     ax = fig.add_subplot()
     if drum:
-        _draw_drums(ax, notes, _drum_rows(notes))
+        _draw_drums(ax, notes, _drum_rows(notes), step_s=step_s)
     else:
         _draw_roll(ax, notes)
     _finish(ax, notes, seconds)

@@ -7,6 +7,7 @@ from typing import Any
 from midigen.representations.base import BOS, EOS, LAYOUTS, PAD, OutputContext, Representation
 from midigen.representations.events import EventRepresentation
 from midigen.representations.grid import DrumGrid, GridRepresentation, MelodyGrid
+from midigen.representations.groove import GrooveGrid
 from midigen.representations.notes_chords import NotesChordsRepresentation
 from midigen.representations.pitch_duration import PitchDurationRepresentation
 from midigen.representations.voices import VoicesRepresentation
@@ -21,6 +22,7 @@ __all__ = [
     "EventRepresentation",
     "GridRepresentation",
     "DrumGrid",
+    "GrooveGrid",
     "MelodyGrid",
     "NotesChordsRepresentation",
     "PitchDurationRepresentation",
@@ -35,6 +37,7 @@ __all__ = [
 _KINDS: dict[str, type[Representation]] = {
     "events": EventRepresentation,
     "drums": DrumGrid,
+    "groove": GrooveGrid,
     "melody": MelodyGrid,
     "notes_chords": NotesChordsRepresentation,
     "pitch_duration": PitchDurationRepresentation,

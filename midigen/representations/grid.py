@@ -37,6 +37,8 @@ GRID_NOTE_DTYPE = np.dtype(
         ("program", "i2"),
         ("is_drum", "?"),
         ("track", "i2"),
+        # where the onset really is, in steps from onset_step: -0.5 (early) .. < 0.5 (late)
+        ("shift", "f4"),
     ]
 )
 
@@ -87,6 +89,8 @@ def read_grid_notes(path: str | Path, steps_per_quarter: int = 4, max_notes: int
     notes["program"] = t.program
     notes["is_drum"] = t.is_drum
     notes["track"] = t.track
+    # onset_step rounds halves up, so the exact position lies in [onset - 0.5, onset + 0.5)
+    notes["shift"] = (t.start_tick.astype(np.int64) * steps_per_quarter - onset * tpq) / tpq
     notes = notes[np.lexsort((notes["pitch"], notes["onset_step"]))]
 
     ts = score.time_signatures.numpy()
@@ -112,6 +116,7 @@ class GridRepresentation(Representation):
     The vocabulary is fixed by the params alone; ids are uint16 like the token store's. A grid
     representation also knows its window shape (`bars`, cut every `hop_bars` bars), so the token
     store holds each piece as its windows back to back and a model reads (n, seq_len) blocks.
+    A step is `cells_per_step` ids (1 here; groove: one per drum class), step-major.
     """
 
     name: str = ""
@@ -123,6 +128,11 @@ class GridRepresentation(Representation):
     window_content: str = ""
     #: names of the classes class_hits() returns per step (empty: the ids have no classes)
     class_names: tuple[str, ...] = ()
+    #: ids per grid step (one per step, or one per drum class of a step: groove)
+    cells_per_step: int = 1
+    #: what a model predicts per step: "categorical" (one id of the vocabulary) or "groove" (per
+    #: drum class a hit, a velocity and an offset); MusicVAE picks its output head from it
+    head: str = "categorical"
 
     def __init__(self, vocab: list[str], steps_per_quarter: int = 4, bars: int = 4, hop_bars: int = 1):
         if steps_per_quarter < 1:
@@ -142,9 +152,14 @@ class GridRepresentation(Representation):
         )
 
     @property
-    def seq_len(self) -> int:
+    def steps(self) -> int:
         """Steps per window."""
         return self.bars * self.steps_per_bar
+
+    @property
+    def seq_len(self) -> int:
+        """Ids per window: steps times cells_per_step."""
+        return self.steps * self.cells_per_step
 
     @property
     def num_classes(self) -> int:
@@ -190,8 +205,8 @@ class GridRepresentation(Representation):
         its ids and the index arrays built beside them, per window its ids and gather indices."""
         steps = self.line_steps(piece).astype(np.int64)
         hop = self.hop_bars * self.steps_per_bar
-        n_windows = np.maximum(0, (steps - self.seq_len) // hop + 1)
-        return int((steps * 32 + n_windows * self.seq_len * 20).sum())
+        n_windows = np.maximum(0, (steps - self.steps) // hop + 1)
+        return int((steps * 32 * self.cells_per_step + n_windows * self.seq_len * 20).sum())
 
     def check_size(self, piece: GridPiece, max_memory_mb: float) -> None:
         """MidiError when the piece's grids would take more than max_memory_mb."""
@@ -248,18 +263,18 @@ class GridRepresentation(Representation):
         hop_bars = self.hop_bars if hop_bars is None else hop_bars
         if bars < 1 or hop_bars < 1:
             raise ValueError(f"bars and hop_bars must be >= 1, got {bars} and {hop_bars}")
-        width = bars * self.steps_per_bar
+        width, cells = bars * self.steps_per_bar, self.cells_per_step
         windows, bar_starts = [], []
         for grid, line in self._lines(piece):
-            starts = np.arange(0, grid.shape[0] - width + 1, hop_bars * self.steps_per_bar)
+            starts = np.arange(0, grid.shape[0] // cells - width + 1, hop_bars * self.steps_per_bar)
             if starts.size == 0:
                 continue
-            out = self._window_starts(grid[starts[:, None] + np.arange(width)], line, starts)
+            out = self._window_starts(grid[starts[:, None] * cells + np.arange(width * cells)], line, starts)
             keep = self._keep(out)
             windows.append(out[keep])
             bar_starts.append(starts[keep] // self.steps_per_bar)
         if not windows:
-            return np.zeros((0, width), dtype=np.uint16), np.zeros(0, dtype=np.int64)
+            return np.zeros((0, width * cells), dtype=np.uint16), np.zeros(0, dtype=np.int64)
         return np.concatenate(windows), np.concatenate(bar_starts)
 
     def _lines(self, piece: GridPiece) -> list[tuple[np.ndarray, Any]]:
@@ -269,7 +284,7 @@ class GridRepresentation(Representation):
 
     def n_bars(self, piece: GridPiece) -> int:
         """Bars of the piece as the windows see it (through the bar holding its last event)."""
-        return self.encode(piece).shape[0] // self.steps_per_bar
+        return self.encode(piece).shape[0] // (self.steps_per_bar * self.cells_per_step)
 
     def decode_notes(self, ids: np.ndarray, tempo_bpm: float = DEFAULT_TEMPO_BPM, program: int = 0) -> np.ndarray:
         """Any id sequence -> notes (midigen.data.midi_io.NOTE_DTYPE, seconds at tempo_bpm)."""
@@ -294,7 +309,7 @@ class GridRepresentation(Representation):
             tempo,
             empty_track=(0, self.drum_track),
             time_signature=(4, 4),
-            length_s=ids.shape[0] * self.step_s(tempo),
+            length_s=ids.shape[0] // self.cells_per_step * self.step_s(tempo),
         )
         return notes
 
@@ -310,6 +325,11 @@ class GridRepresentation(Representation):
     def class_hits(self, windows: np.ndarray) -> np.ndarray:
         """(n, T, len(class_names)) bool: which classes each step hits."""
         return np.zeros((*np.shape(windows), 0), dtype=bool)
+
+    def step_ids(self, windows: np.ndarray) -> np.ndarray:
+        """(n, T): one id per step, what step accuracy and Hamming distances compare (the ids
+        themselves here; groove: the drums id of the step's hits, velocities left out)."""
+        return np.asarray(windows, dtype=np.int64)
 
     # hooks for windows()
     def _window_starts(self, windows: np.ndarray, line: Any, starts: np.ndarray) -> np.ndarray:

@@ -239,6 +239,11 @@ def train_model(
             break
     if main and not best_path.exists():  # resumed, and no epoch after the resume beat the earlier best
         checkpoint.save(best_path, payload(history.best()["epoch"], best_state))
+    if main:
+        # the family's last word on the best model (MusicVAE: its latent attribute vectors)
+        model.load_state_dict(best_state)
+        if family.finish(model, rep, train_data, params, device):
+            checkpoint.save(best_path, payload(history.best()["epoch"], best_state))
     return TrainResult(
         history=history,
         best_path=best_path,
