@@ -12,10 +12,14 @@ from midigen.params import load_params
 from midigen.training.checkpoint import load_model
 
 GENERATED = Path("outputs/generated")
+#: the stage's output folder (dvc.yaml): the pieces a next-token model samples for the
+#: comparison; MusicVAE's evaluation samples from its prior in memory and leaves it empty
+EVAL_PIECES = Path("outputs/eval")
 
 
 def main() -> None:
     params = load_params()
+    EVAL_PIECES.mkdir(parents=True, exist_ok=True)
     data = load_split_data()
     loaded = load_model("models/best.pt", params["train"]["device"], data.store.representation)
     result, distance = loaded.family.evaluate(loaded.model, loaded.rep, data, params, GENERATED, loaded.device)

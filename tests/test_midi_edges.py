@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import PROJECT_ROOT, vlq
+from conftest import PROJECT_ROOT, folder_preprocess_params, vlq
 
 from midigen.data.midi_io import HANGING_DRUM_QUARTERS, make_notes, read_notes, read_tick_notes, write_midi
 from midigen.data.preprocess import preprocess
@@ -112,7 +112,7 @@ def test_a_set_tempo_event_of_the_wrong_length_rejects_the_file_naming_it(tmp_pa
 
 def test_preprocess_lists_a_zero_length_tempo_file_as_rejected_with_the_reason(tmp_path, chorale_paths):
     broken = midi_file(tmp_path / "tempo0.mid", track([(0, b"\xff\x51\x00")] + pitched([(60, 0, TPQ)])))
-    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))["preprocess"]
+    params = folder_preprocess_params()
     rows = [{"rel_path": "good.mid", "path": str(chorale_paths[0])}, {"rel_path": "tempo0.mid", "path": str(broken)}]
     summary = preprocess(rows, params, tmp_path / "tokens", workers=1)
     assert summary.pieces == 1
