@@ -1,7 +1,8 @@
 """The grammar of voices tokens (representations/voices.py), for constrained sampling: in a
 frame, FERMATA only first, notes strictly falling in pitch, at most max_voices of them, `p~`
 only when p sounded in the frame before and has not yet lasted max_note_beats; <EOS> only
-between frames, after min_beats worth of frames. The delimiter `|||` is always legal, so no row is ever left without a choice.
+between frames, after min_beats worth of frames. The delimiter `|||` is always legal, so no
+row is ever left without a choice.
 
 A module of its own because it imports torch, which preprocessing (it imports every
 representation) must not pay for.
