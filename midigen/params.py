@@ -91,7 +91,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
     },
     "preprocess": {
         "representation": Spec(
-            str, "events", choices=("events", "drums", "groove", "melody", "notes_chords", "pitch_duration", "voices")
+            str, "voices", choices=("events", "drums", "groove", "melody", "notes_chords", "pitch_duration", "voices")
         ),
         "time_unit": Spec(str, "auto", choices=("auto", "beats", "seconds")),
         "time_step": _pos(0.05, 1.0),
@@ -138,8 +138,8 @@ SCHEMA: dict[str, dict[str, Spec]] = {
     },
     "train": {
         "epochs": _int(20, 1),
-        "batch_size": _int(32, 1),
-        "seq_len": _int(128, 2),
+        "batch_size": _int(8, 1),
+        "seq_len": _int(512, 2),
         "lr": _pos(0.003, 1.0),
         "weight_decay": Spec(float, 0.01, 0),
         "grad_clip": _pos(1.0),
@@ -159,7 +159,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
     "generate": {
         "num_files": _int(8, 1, 1024),
         "max_steps": _int(2000, 1, 10**7),
-        "temperature": _pos(0.8, 10.0),
+        "temperature": _pos(1.0, 10.0),
         "top_k": _int(40, 0),
         "top_p": _pos(0.95, 1.0),
         "seed": _int(7, 0, MAX_SEED),
