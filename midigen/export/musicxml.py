@@ -54,10 +54,8 @@ class ScoreSummary:
     def describe(self) -> str:
         key = f"key {self.key} ({self.key_source})" if self.key else "no key"
         moved = f"; {self.quantized} notes snapped to the grid" if self.quantized else ""
-        return (
-            f"{len(self.parts)} part{'s' if len(self.parts) != 1 else ''} ({', '.join(self.parts)}), {self.notes} notes, "
-            f"{key}, meter {', '.join(self.meters)}{moved}"
-        )
+        parts = f"{len(self.parts)} part{'s' if len(self.parts) != 1 else ''} ({', '.join(self.parts)})"
+        return f"{parts}, {self.notes} notes, {key}, meter {', '.join(self.meters)}{moved}"
 
 
 def _read(midi: Any) -> tuple[TickNotes, str]:
@@ -158,26 +156,16 @@ def _key_of(sharps: int, minor: bool):
 def build_score(notes: TickNotes, name: str, quantize: int | None = None, title: str | None = None):
     """A music21 Score of a file's notes (see the module docstring); (score, ScoreSummary
     without its path)."""
-    from music21 import chord, meter, metadata, note, stream, tempo
+    from music21 import chord, metadata, meter, note, stream, tempo
 
     if notes.pitch.size == 0:
         raise MidigenError(f"{name}: no notes to write a score of")
     on, end, per_quarter, moved = grid_notes(notes, name, quantize)
-    tpq = notes.tpq
 
     def quarters(pos: int) -> Fraction:
         return Fraction(int(pos), per_quarter)
 
-    def tick_quarters(tick: int) -> Fraction:  # meta events: onto the same grid as the notes
-        return Fraction(int((2 * int(tick) * per_quarter + tpq) // (2 * tpq)), per_quarter)
-
-    sigs = notes.score.time_signatures.numpy()
-    meters = [(tick_quarters(t), int(n), int(d)) for t, n, d in zip(sigs["time"], sigs["numerator"], sigs["denominator"])]
-    meters = list(dict((q, (q, n, d)) for q, n, d in meters).values()) or [(Fraction(0), 4, 4)]
-    keysigs = notes.score.key_signatures.numpy()
-    keys = [(tick_quarters(t), int(k), bool(m)) for t, k, m in zip(keysigs["time"], keysigs["key"], keysigs["tonality"])]
-    keys = [(q, k, m) for q, k, m in dict((q, (q, k, m)) for q, k, m in keys).values() if -7 <= k <= 7]
-
+    meters, keys = _meta_events(notes, per_quarter)
     score = stream.Score()
     score.metadata = metadata.Metadata(title=title or Path(name).stem)
     track_names, taken, parts = _track_names(notes), set(), []
@@ -228,6 +216,24 @@ def build_score(notes: TickNotes, name: str, quantize: int | None = None, title:
         quantized=moved,
     )
     return score, summary
+
+
+def _meta_events(notes: TickNotes, per_quarter: int) -> tuple[list[tuple], list[tuple]]:
+    """(quarter, numerator, denominator) of each time signature (4/4 at 0 when there is none) and
+    (quarter, sharps, minor) of each key signature, on the notes' grid; the last of several at
+    one time wins."""
+    tpq = notes.tpq
+
+    def at(tick: int) -> Fraction:
+        return Fraction(int((2 * int(tick) * per_quarter + tpq) // (2 * tpq)), per_quarter)
+
+    ts = notes.score.time_signatures.numpy()
+    meters = {
+        at(t): (at(t), int(n), int(d)) for t, n, d in zip(ts["time"], ts["numerator"], ts["denominator"], strict=True)
+    }
+    ks = notes.score.key_signatures.numpy()
+    keys = {at(t): (at(t), int(k), bool(m)) for t, k, m in zip(ks["time"], ks["key"], ks["tonality"], strict=True)}
+    return list(meters.values()) or [(Fraction(0), 4, 4)], [v for v in keys.values() if -7 <= v[1] <= 7]
 
 
 def _part_is_drum(notes: TickNotes) -> list[bool]:
