@@ -279,6 +279,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     g = _generate_params(args)
     loaded = load_model(args.checkpoint, args.device)
+    if "musicxml" in g["formats"]:  # before sampling, which is the slow part
+        from midigen.export.musicxml import require_beat_grid
+
+        require_beat_grid(loaded.rep, f"{args.params}: generate.formats = {g['formats']}")
     family = loaded.family
     given = [k for k in ("max_steps", "top_k", "top_p", "primer") if getattr(args, k) is not None]
     given += ["greedy"] if args.greedy else []
@@ -300,7 +304,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     check_out_folder(args.out, args.force)  # before sampling, which is the slow part
     seqs = sample(loaded, request)
     # exactly what the generate stage writes for the same params: same tempo, key and program
-    paths = write_pieces(seqs, loaded.rep, args.out, clear=False, context=context_from(g))
+    paths = write_pieces(seqs, loaded.rep, args.out, clear=False, context=context_from(g), formats=g["formats"])
     for path, ids in zip(paths, seqs, strict=True):
         print(f"{path}  ({len(ids)} tokens)")
     return 0
@@ -680,8 +684,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=AMOUNT",
-        help="MusicVAE: move z along a latent attribute vector, e.g. density=+1.5 or swing=-1 (repeatable; "
-        "the checkpoint's attributes: density, syncopation, velocity, laid_back, swing, density_<class>; default: none)",
+        help="MusicVAE: move z along a latent attribute vector, e.g. density=+1.5 or swing=-1 (repeatable; the "
+        "checkpoint's attributes: density, syncopation, velocity, laid_back, swing, density_<class>; default: none)",
     )
     p.add_argument("--out", required=True, help="output folder (sample_NN.mid and .txt; new or empty, unless --force)")
     _add_force_flag(p)

@@ -31,6 +31,8 @@ from midigen.errors import MidigenError, ParamsError
 
 #: positions a score may hold per quarter note: 8 (32nd notes) and 3 and 6 (triplets) divide it
 GRID_PER_QUARTER = 24
+#: MIDI pitch of C0: MusicXML numbers octaves from 0, so nothing lower can be written
+LOWEST_PITCH = 12
 #: the largest quantize step count (steps per quarter note) the score grid takes
 MAX_QUANTIZE = 96
 
@@ -158,8 +160,12 @@ def build_score(notes: TickNotes, name: str, quantize: int | None = None, title:
     without its path)."""
     from music21 import chord, metadata, meter, note, stream, tempo
 
-    if notes.pitch.size == 0:
-        raise MidigenError(f"{name}: no notes to write a score of")
+    low = notes.pitch < LOWEST_PITCH
+    if low.any():
+        raise MidigenError(
+            f"{name}: {int(low.sum())} notes below C0 (MIDI pitch {LOWEST_PITCH}; the lowest is "
+            f"{int(notes.pitch.min())}), which MusicXML cannot write: its octaves start at 0"
+        )
     on, end, per_quarter, moved = grid_notes(notes, name, quantize)
 
     def quarters(pos: int) -> Fraction:
@@ -185,6 +191,13 @@ def build_score(notes: TickNotes, name: str, quantize: int | None = None, title:
             element = note.Note(next(iter(pitches))) if len(pitches) == 1 else chord.Chord(sorted(pitches))
             element.quarterLength = quarters(stop - start)
             part.insert(quarters(start), element)
+        parts.append(part)
+    if not parts:  # a silent piece (a model may write one): one part with a bar's rest
+        part = stream.Part()
+        part.partName = "Piano"
+        q, n, d = meters[0]
+        part.insert(q, meter.TimeSignature(f"{n}/{d}"))
+        part.insert(q, note.Rest(quarterLength=Fraction(4 * n, d)))
         parts.append(part)
     pitched = [p for p, drum in zip(parts, _part_is_drum(notes), strict=True) if not drum]
     key_source, key_name = "", ""
@@ -237,7 +250,20 @@ def _meta_events(notes: TickNotes, per_quarter: int) -> tuple[list[tuple], list[
 
 
 def _part_is_drum(notes: TickNotes) -> list[bool]:
-    return [bool(notes.is_drum[np.flatnonzero(notes.track == t)[0]]) for t in np.unique(notes.track)]
+    drums = [bool(notes.is_drum[np.flatnonzero(notes.track == t)[0]]) for t in np.unique(notes.track)]
+    return drums or [False]
+
+
+def require_beat_grid(rep, what: str) -> int:
+    """The beat grid (steps per quarter note) of a representation's MIDI output; ParamsError
+    naming `what` when it has none (event tokens timed in seconds)."""
+    grid = rep.beat_grid()
+    if grid is None:
+        raise ParamsError(
+            f"{what}: {rep.name} tokens timed in seconds (preprocess.time_unit = seconds) lie on no beat grid, so no "
+            "score can be written of them; train with preprocess.time_unit: beats, or a score-time representation"
+        )
+    return grid
 
 
 def write_musicxml(
