@@ -207,3 +207,21 @@ def test_export_refuses_a_performance_off_the_beat_grid_unless_asked_to_quantize
         snapped.add((0, pitch, Fraction(on, 4), Fraction(max(end, on + 1) - on, 4)))
     assert score_notes(tmp_path / "x" / "played.musicxml") == sorted(snapped)
     assert_one_line_error(midigen("export", mid, "--out", tmp_path / "y", cwd=tmp_path), "--musicxml")
+
+
+def test_sample_shows_progress_and_follows_generate_formats(midigen, checkpoint, tmp_path):
+    import yaml
+
+    proc = midigen(
+        "sample", "--checkpoint", checkpoint, "--num-files", 2, "--max-steps", 20, "--out", "a", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "sampling" in proc.stderr  # the progress bar
+    assert sorted(p.suffix for p in (tmp_path / "a").iterdir()) == [".mid", ".mid", ".txt", ".txt"]
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params["generate"]["formats"] = ["mid", "musicxml"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    # this checkpoint's event tokens are timed in seconds: no score, said before sampling
+    proc = midigen("sample", "--checkpoint", checkpoint, "--num-files", 2, "--out", "b", cwd=tmp_path)
+    assert_one_line_error(proc, "generate.formats", "seconds", "no beat grid")
+    assert not (tmp_path / "b").exists()
