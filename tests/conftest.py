@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +153,32 @@ def random_melody(seed: int, n: int = 24) -> list[tuple[int, float, float]]:
         out.append((int(rng.integers(48, 84)), t, t + dur))
         t += float(rng.uniform(0.05, 0.5))
     return out
+
+
+# -- scores: the notes of a MIDI file and of its MusicXML, in quarter notes ---------------------
+
+
+def midi_notes(path) -> list[tuple[int, int, Fraction, Fraction]]:
+    """(track, pitch, onset, duration) of every note of a MIDI file, in quarter notes from its ticks;
+    a pitch struck twice at once in one track counts once (a score has one note for it)."""
+    from midigen.data.midi_io import read_tick_notes
+
+    t = read_tick_notes(path)
+    return sorted(
+        {
+            (int(k), int(p), Fraction(int(a), t.tpq), Fraction(int(b - a), t.tpq))
+            for k, p, a, b in zip(t.track, t.pitch, t.start_tick, t.end_tick, strict=True)
+        }
+    )
+
+
+def score_notes(path) -> list[tuple[int, int, Fraction, Fraction]]:
+    """(part number, pitch, onset, duration) of every note of a MusicXML file."""
+    from midigen.export.musicxml import read_musicxml_notes
+
+    rows = read_musicxml_notes(path)
+    names = list(dict.fromkeys(name for name, *_ in rows))
+    return sorted((names.index(name), p, o, d) for name, p, o, d in rows)
 
 
 # -- train / generate / evaluate ("Event-token LSTM") ------------------------------------------

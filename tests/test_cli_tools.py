@@ -1,4 +1,5 @@
-"""`midigen --help`, `--version`, `info`, `render` and `export`, run as a user would (subprocess)."""
+"""`midigen --help`, `--version`, `info`, `render`, `export` and `sample`'s progress and formats: main() as
+the console script calls it (--version in a new process, as a user runs it)."""
 
 from __future__ import annotations
 
@@ -11,24 +12,9 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from conftest import PROJECT_ROOT, subprocess_env, write_pretty_midi
+from conftest import PROJECT_ROOT, midi_notes, score_notes, write_pretty_midi
 
 from midigen.cli import _HelpFormatter, build_parser, main
-from midigen.data.midi_io import read_tick_notes
-from midigen.export.musicxml import read_musicxml_notes
-
-
-def run_cli(*args, cwd, timeout=120):
-    env = subprocess_env()
-    env["OMP_NUM_THREADS"] = "1"
-    return subprocess.run(
-        [sys.executable, "-m", "midigen", *map(str, args)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 class Result:
@@ -93,7 +79,8 @@ def test_help_shows_defaults_and_version_the_package_metadata(midigen):
     assert proc.returncode == 0, proc.stderr
     assert "--quantize" in proc.stdout and "default: none" in proc.stdout
     assert "(default: off)" in midigen("info", "--help", cwd=PROJECT_ROOT).stdout  # --json, a store_true flag
-    proc = run_cli("--version", cwd=PROJECT_ROOT)  # as a user runs it: a new process
+    # as a user runs it: a new process
+    proc = subprocess.run([sys.executable, "-m", "midigen", "--version"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == f"midigen {version('midigen')}"
 
 
@@ -158,22 +145,6 @@ def test_render_without_fluidsynth_or_soundfont_is_one_error_line(midigen, tmp_p
     assert_one_line_error(proc, "--soundfont", "none.sf2")
     assert_one_line_error(midigen("render", mid, "--out", tmp_path / "a.mp3", cwd=tmp_path), "a.mp3", ".wav")
     assert not (tmp_path / "a.wav").exists()
-
-
-def midi_notes(path) -> list[tuple[int, int, Fraction, Fraction]]:
-    """(track, pitch, onset, duration) of every note of a MIDI file, in quarter notes."""
-    t = read_tick_notes(path)
-    return sorted(
-        (int(k), int(p), Fraction(int(a), t.tpq), Fraction(int(b - a), t.tpq))
-        for k, p, a, b in zip(t.track, t.pitch, t.start_tick, t.end_tick, strict=True)
-    )
-
-
-def score_notes(path) -> list[tuple[int, int, Fraction, Fraction]]:
-    """(part number, pitch, onset, duration) of every note of a MusicXML file, parts numbered as read."""
-    rows = read_musicxml_notes(path)
-    names = list(dict.fromkeys(name for name, *_ in rows))
-    return sorted((names.index(name), p, o, d) for name, p, o, d in rows)
 
 
 def test_export_writes_a_musicxml_score_of_a_real_chorale_with_the_same_notes(midigen, chorale_paths, tmp_path):

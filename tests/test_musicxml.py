@@ -7,33 +7,14 @@ from fractions import Fraction
 import numpy as np
 import pretty_midi
 import pytest
+from conftest import midi_notes, score_notes
 
 from midigen import representations
-from midigen.data.midi_io import read_tick_notes
 from midigen.errors import MidigenError, ParamsError
 from midigen.export.musicxml import read_musicxml_notes, write_musicxml
 from midigen.generation.generate import write_pieces
 from midigen.params import DEFAULTS, resolve_time_unit, validate
 from midigen.representations import OutputContext
-
-
-def midi_notes(path) -> list[tuple[int, int, Fraction, Fraction]]:
-    """(track, pitch, onset, duration) of every note of a MIDI file, in quarter notes from its ticks;
-    a pitch struck twice at once in one track counts once (a score has one note for it)."""
-    t = read_tick_notes(path)
-    return sorted(
-        {
-            (int(k), int(p), Fraction(int(a), t.tpq), Fraction(int(b - a), t.tpq))
-            for k, p, a, b in zip(t.track, t.pitch, t.start_tick, t.end_tick, strict=True)
-        }
-    )
-
-
-def score_notes(path) -> list[tuple[int, int, Fraction, Fraction]]:
-    """(part number, pitch, onset, duration) of every note of a MusicXML file."""
-    rows = read_musicxml_notes(path)
-    names = list(dict.fromkeys(name for name, *_ in rows))
-    return sorted((names.index(name), p, o, d) for name, p, o, d in rows)
 
 
 def rep_of(name: str) -> representations.Representation:
