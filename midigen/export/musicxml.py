@@ -3,16 +3,19 @@
 A score needs what a performance does not have: note values, a meter and a key. They are read
 from the file's ticks, never from its seconds, so any tempo map gives the same score:
 
-- every onset and end is a multiple of 1/GRID_PER_QUARTER of a quarter note (32nd notes and
-  triplets down to 16th triplets), within ON_GRID_TICKS ticks of rounding; a file with a note
-  off that grid (a performance played freely in time) is a MidigenError saying how many, unless
-  `quantize` snaps every onset and end to 1/quantize of a quarter (4 = sixteenth notes);
+- every onset and end is a multiple of 1/GRID_PER_QUARTER of a quarter note (32nd notes, and
+  triplets down to 32nd triplets), give or take the tick of rounding that writing seconds as
+  ticks may add (on_grid_tolerance); a file with a note off that grid (a performance played
+  freely in time) is a MidigenError saying how many, unless `quantize` snaps every onset and
+  end to 1/quantize of a quarter note (4 = sixteenth notes);
 - the meter is each time signature of the file (4/4 when it has none, as MIDI assumes);
 - the key is each key signature of the file, else estimated from the pitches (music21's
   Krumhansl-Schmuckler analysis; a drum-only file gets none);
 - one part per track (a chorale's Soprano, Alto, Tenor, Bass; a song's instruments), named
   after the track or its General MIDI instrument. Notes of one track that start and end
-  together are one chord; overlapping ones go into voices of the part (music21's makeVoices).
+  together are one chord; overlapping ones go into voices of the part (music21's makeVoices,
+  which gets slow for many overlapping notes over many bars: 14 s for 33 random notes held
+  across 106 bars in 8 voices, against 0.1 to 3.4 s for the default run's pieces).
 """
 
 from __future__ import annotations
