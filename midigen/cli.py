@@ -67,7 +67,7 @@ class _HelpFormatter(argparse.HelpFormatter):
         if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
             shown = "on" if action.default else "off"
         elif action.default in (None, []):
-            return text  # tests/test_cli_help.py fails: such a help must say what happens without the flag
+            return text  # tests/test_cli_tools.py fails: such a help must say what happens without the flag
         else:
             shown = action.default
         return f"{text} (default: {shown})"
