@@ -535,9 +535,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     notes = read_notes(args.midi)
     if not out.exists():
         _check_creatable(out)
-    seconds = float(notes["end_s"].max()) + audio.RELEASE_S if len(notes) else 0.0
+    music_s = float(notes["end_s"].max()) if len(notes) else 0.0
     if args.max_seconds is not None:
-        seconds = min(seconds, args.max_seconds + audio.RELEASE_S)
+        music_s = min(music_s, args.max_seconds)
+    seconds = music_s + audio.RELEASE_S  # the bar's end: FluidSynth writes the last notes' decay too
     with progress(None, total=round(seconds, 1), desc="render", unit="s") as bar:
 
         def advance(done_s: float) -> None:
@@ -548,7 +549,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             advance(seconds)
     if why:
         raise MidigenError(f"cannot render {args.midi}: {why}")
-    print(f"wrote {out}: {seconds:.1f} s of audio ({out.stat().st_size / 1000:.0f} kB)")
+    print(f"wrote {out}: {music_s:.1f} s of music ({out.stat().st_size / 1000:.0f} kB)")
     return 0
 
 
