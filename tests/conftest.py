@@ -181,6 +181,36 @@ def score_notes(path) -> list[tuple[int, int, Fraction, Fraction]]:
     return sorted((names.index(name), p, o, d) for name, p, o, d in rows)
 
 
+def nabiya_project(root: Path, representation: str = "pitch_duration") -> dict:
+    """A project folder as the pipeline leaves it after train, on builtin:nabiya's one 54-note
+    song: params.yaml (the shipped one, tiny model and training, the song's pitch range),
+    data/tokens, data/split.csv and models/best.pt (one epoch, the data fingerprint the train
+    stage passes). Returns the params. Seconds on one core."""
+    import pandas as pd
+    import yaml
+
+    from midigen.data.dataset import load_split_data
+    from midigen.data.ingest import ingest
+    from midigen.data.preprocess import preprocess
+    from midigen.data.split import make_split
+    from midigen.training.loop import train_model
+
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params["data"]["source"] = "builtin:nabiya"
+    params["preprocess"].update(representation=representation, pitch_min=55, pitch_max=84)
+    params["model"] = {**params["model"], **TINY_MODEL}
+    params["train"] = {**params["train"], **TINY_TRAIN, "epochs": 1}
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    manifest, _ = ingest("builtin:nabiya", root / "data/raw")
+    preprocess(manifest.to_dict("records"), params["preprocess"], root / "data/tokens", workers=1)
+    split, _ = make_split(pd.read_csv(root / "data/tokens/index.csv"), 0.1, 0.1, 1234, True)
+    split.to_csv(root / "data/split.csv", index=False)
+    data = load_split_data(root / "data/tokens", root / "data/split.csv")
+    stream = data.stream("train")
+    train_model(data.store.representation, stream, stream, params, root / "models", data.fingerprint())
+    return params
+
+
 # -- train / generate / evaluate ("Event-token LSTM") ------------------------------------------
 
 #: the piano range of params.yaml, so token ids match what the pipeline produces

@@ -12,7 +12,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from conftest import PROJECT_ROOT, midi_notes, score_notes, tiny_params, write_pretty_midi
+from conftest import PROJECT_ROOT, midi_notes, nabiya_project, score_notes, write_pretty_midi
 
 from midigen.cli import _HelpFormatter, build_parser, main
 
@@ -116,33 +116,16 @@ def test_info_on_a_file_that_is_no_checkpoint_is_one_error_line(midigen, tmp_pat
 
 
 def test_info_check_data_says_whether_the_data_here_is_what_the_checkpoint_learned(
-    midigen, checkpoint, tmp_path, monkeypatch, torch_one_thread
+    midigen, checkpoint, tmp_path, torch_one_thread
 ):
     import pandas as pd
-    import yaml
-
-    from midigen.data.dataset import load_split_data
-    from midigen.data.ingest import ingest
-    from midigen.data.preprocess import preprocess
-    from midigen.data.split import make_split
-    from midigen.training.loop import train_model
 
     assert_one_line_error(midigen("info", checkpoint, "--check-data", cwd=tmp_path), "data/split.csv", "missing")
-    monkeypatch.chdir(tmp_path)  # a project with builtin:nabiya's one song, trained on as the train stage does
-    manifest, _ = ingest("builtin:nabiya", tmp_path / "data/raw")
-    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))["preprocess"]
-    params.update(representation="pitch_duration", pitch_min=55, pitch_max=84)
-    preprocess(manifest.to_dict("records"), params, tmp_path / "data/tokens", workers=1)
-    split, _ = make_split(pd.read_csv(tmp_path / "data/tokens/index.csv"), 0.1, 0.1, 1234, True)
-    split.to_csv(tmp_path / "data/split.csv", index=False)
-    data = load_split_data()
-    stream = data.stream("train")
-    train_model(
-        data.store.representation, stream, stream, tiny_params(epochs=1), tmp_path / "models", data.fingerprint()
-    )
+    nabiya_project(tmp_path)
     proc = midigen("info", "--check-data", cwd=tmp_path)  # models/best.pt by default
     assert proc.returncode == 0, proc.stderr
     assert "the same data" in proc.stdout and "pitch_duration" in proc.stdout
+    split = pd.read_csv(tmp_path / "data/split.csv")
     split.assign(split="val").to_csv(tmp_path / "data/split.csv", index=False)  # another split: other data
     proc = midigen("info", "--check-data", "--json", cwd=tmp_path)
     assert json.loads(proc.stdout)["data_here"]["matches"] is False

@@ -7,7 +7,7 @@ from fractions import Fraction
 import numpy as np
 import pretty_midi
 import pytest
-from conftest import midi_notes, score_notes
+from conftest import midi_notes, nabiya_project, run_stage, score_notes
 
 from midigen import representations
 from midigen.errors import MidigenError, ParamsError
@@ -120,6 +120,28 @@ def test_a_performance_off_the_grid_is_refused_and_quantize_snaps_it(tmp_path):
     ]
     with pytest.raises(ParamsError, match="quantize = 0"):
         write_musicxml(pm, tmp_path / "p.musicxml", quantize=0)
+
+
+def test_the_generate_stage_writes_a_score_beside_each_piece_when_formats_has_musicxml(tmp_path, torch_one_thread):
+    import yaml
+
+    work = tmp_path / "work"
+    work.mkdir()
+    params = nabiya_project(work)
+    params["generate"].update(formats=["mid", "musicxml"], num_files=2, max_steps=60)
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    proc = run_stage(work, "generate", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = work / "outputs/generated"
+    assert sorted(p.name for p in out.glob("*.m*")) == [
+        "sample_00.mid",
+        "sample_00.musicxml",
+        "sample_01.mid",
+        "sample_01.musicxml",
+    ]
+    for mid in out.glob("*.mid"):
+        assert score_notes(mid.with_suffix(".musicxml")) == midi_notes(mid)
+    assert any(midi_notes(mid) for mid in out.glob("*.mid"))
 
 
 def test_events_timed_in_seconds_cannot_write_scores(tmp_path):
