@@ -27,7 +27,8 @@ from midigen.errors import ParamsError
 @dataclass(frozen=True)
 class Spec:
     """What one key accepts: a type, an optional closed/open range or a set of choices, and
-    its default (the value params.yaml ships with)."""
+    its default (the value params.yaml ships with). kind list: a non-empty list of `choices`,
+    each at most once."""
 
     kind: type
     default: Any
@@ -38,6 +39,8 @@ class Spec:
     choices: tuple[Any, ...] | None = None
 
     def describe(self) -> str:
+        if self.kind is list:
+            return "a list of " + ", ".join(repr(c) for c in self.choices or ()) + " (each at most once)"
         if self.choices is not None:
             return "one of " + ", ".join(repr(c) for c in self.choices)
         name = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[self.kind]
@@ -49,6 +52,12 @@ class Spec:
         return name + (" " + " and ".join(parts) if parts else "")
 
     def check(self, key: str, value: Any) -> Any:
+        if self.kind is list:
+            if not isinstance(value, list) or not value or len(set(map(str, value))) < len(value):
+                raise ParamsError(f"{key} = {value!r}: expected {self.describe()}")
+            if any(v not in (self.choices or ()) for v in value):
+                raise ParamsError(f"{key} = {value!r}: expected {self.describe()}")
+            return list(value)
         ok_type = {
             bool: lambda v: isinstance(v, bool),
             int: lambda v: isinstance(v, int) and not isinstance(v, bool),
@@ -172,6 +181,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "min_beats": Spec(float, 32.0, 0, 100000),
         "mode": Spec(str, "sample", choices=("sample", "humanize", "tap2drum", "interpolate")),
         "min_hits": _int(8, 0),
+        "formats": Spec(list, ["mid"], choices=("mid", "musicxml")),
     },
     "evaluate": {
         "ngram": _int(4, 1, 64),
@@ -235,6 +245,8 @@ def _cross_checks(p: dict[str, dict[str, Any]]) -> None:
     if "split" in p and p["split"]["val_ratio"] + p["split"]["test_ratio"] >= 1:
         s = p["split"]
         raise ParamsError(f"split.val_ratio + split.test_ratio = {s['val_ratio'] + s['test_ratio']:g}: must be < 1")
+    if "generate" in p and "mid" not in p["generate"]["formats"]:
+        raise ParamsError(f"generate.formats = {p['generate']['formats']!r}: must include 'mid' (evaluate reads it)")
     if "preprocess" in p and p["preprocess"]["pitch_min"] > p["preprocess"]["pitch_max"]:
         pp = p["preprocess"]
         raise ParamsError(f"preprocess.pitch_min = {pp['pitch_min']} is above preprocess.pitch_max = {pp['pitch_max']}")
