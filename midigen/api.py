@@ -55,6 +55,18 @@ class Piece:
         velocity, program, is_drum), as the MIDI file holds them."""
         return self.rep.decode(self.ids, self.context)
 
+    @property
+    def duration_s(self) -> float:
+        """How long the piece lasts in seconds: a grid window's whole length (rests at its end
+        included, as its MIDI file keeps them), else until its last note ends."""
+        from midigen.representations.grid import DEFAULT_TEMPO_BPM, GridRepresentation
+
+        if isinstance(self.rep, GridRepresentation):
+            steps = len(self.ids) // self.rep.cells_per_step
+            return steps * self.rep.step_s(self.context.tempo_bpm or DEFAULT_TEMPO_BPM)
+        notes = self.notes
+        return float(notes["end_s"].max()) if len(notes) else 0.0
+
     def write(self, path: str | Path) -> Path:
         """Write the piece as a MIDI file (as the generate stage writes it); returns the path."""
         path = Path(path)
@@ -74,6 +86,29 @@ class Piece:
         import pretty_midi
 
         return pretty_midi.PrettyMIDI(io.BytesIO(self.midi_bytes()))
+
+
+def checkpoint_info(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """A (validated) checkpoint in brief: family, representation, vocabulary size, epochs, best
+    val loss, data fingerprint, the sampling controls it takes, whether it has a latent space
+    (and a groove head: humanize, tap2drum) and its attribute vectors."""
+    from midigen import models
+
+    family = models.family(ckpt["model"]["kind"])
+    history = ckpt.get("history") or []
+    losses = [row["val_loss"] for row in history if isinstance(row.get("val_loss"), (int, float))]
+    return {
+        "family": family.name,
+        "representation": ckpt["representation"].get("name"),
+        "vocab_size": len(ckpt["vocab"]),
+        "epochs": int(ckpt.get("epoch", len(history))),
+        "val_loss": round(min(losses), 5) if losses else None,
+        "data_fingerprint": ckpt.get("data_fingerprint"),
+        "controls": sorted(family.controls),
+        "has_latent": family.has_latent,
+        "groove": family.has_latent and ckpt["model"].get("head") == "groove",
+        "attributes": sorted(ckpt["model"].get("attributes") or {}),
+    }
 
 
 def _checked(key: str, value: Any) -> Any:
@@ -127,22 +162,8 @@ class Model:
 
     @property
     def info(self) -> dict[str, Any]:
-        """Family, representation, vocabulary size, epochs, best val loss, data fingerprint."""
-        ckpt = self.loaded.ckpt
-        history = ckpt.get("history") or []
-        losses = [row["val_loss"] for row in history if isinstance(row.get("val_loss"), (int, float))]
-        return {
-            "family": self.family,
-            "representation": self.representation,
-            "vocab_size": len(ckpt["vocab"]),
-            "epochs": int(ckpt.get("epoch", len(history))),
-            "val_loss": round(min(losses), 5) if losses else None,
-            "data_fingerprint": ckpt.get("data_fingerprint"),
-            "controls": sorted(self.controls),
-            "has_latent": self.has_latent,
-            "groove": self.has_latent and self.loaded.model.config.head == "groove",
-            "attributes": self.attributes,
-        }
+        """What checkpoint_info says of this checkpoint."""
+        return checkpoint_info(self.loaded.ckpt)
 
     def __repr__(self) -> str:
         return f"Model({str(self.path)!r}, family={self.family!r}, representation={self.representation!r})"

@@ -1,4 +1,4 @@
-"""Command line: python -m midigen tokenize|detokenize|sample|interpolate|reconstruct|humanize|tap2drum|transfer ...
+"""Command line: python -m midigen tokenize|detokenize|sample|interpolate|reconstruct|humanize|tap2drum|transfer|studio
 
 Representation params come from params.yaml (the `preprocess` section) when it exists, and
 flags override them, so the CLI shows exactly what the pipeline would produce.
@@ -383,6 +383,12 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_studio(args: argparse.Namespace) -> int:
+    from midigen.studio import serve
+
+    return serve(args.models, args.host, args.port, args.device)
+
+
 def _add_vae_flags(p: argparse.ArgumentParser, temperature: float, window: bool = True) -> None:
     p.add_argument("--checkpoint", default="models/best.pt", help="a MusicVAE checkpoint (default: models/best.pt)")
     if window:
@@ -513,6 +519,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_vae_flags(p, temperature=0.0)
     p.set_defaults(func=cmd_transfer)
+
+    p = sub.add_parser("studio", help="a local web page to sample, interpolate and humanize with your checkpoints")
+    p.add_argument("--models", default="models", help="the folder of checkpoints to offer (default: models)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; any but loopback requires a token (default 127.0.0.1)",
+    )
+    p.add_argument("--port", type=_integer, default=8765, help="port; 0 = any free one (default 8765)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run (default: auto)")
+    p.set_defaults(func=cmd_studio)
     return parser
 
 
