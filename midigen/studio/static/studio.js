@@ -187,7 +187,7 @@ function interpolate() {
   const a = pattern("i-a", "i-a-pick");
   const b = pattern("i-b", "i-b-pick");
   if (!a || !b) return showError("Interpolate: upload or pick two patterns, A and B.");
-  const request = { model: m.id, format: "json", steps: num("i-steps") };
+  const request = { model: m.id, format: "json", steps: num("i-steps"), temperature: num("i-temperature"), seed: num("d-seed") };
   return busy(`interpolating on ${m.id}`, async () => {
     addResult(`interpolation ${a.name} to ${b.name}`, await api("/api/interpolate", request, { a, b }), m, true);
   });
