@@ -263,6 +263,20 @@ def tiny_groovae(tmp_path_factory):
     return result.best_path, files
 
 
+@pytest.fixture(scope="session")
+def studio_workspace(trained_run, tiny_groovae, tmp_path_factory) -> Path:
+    """A folder with models/: the tiny LSTM as best.pt, the tiny GrooVAE as groove.pt and a
+    notes.pt that is no checkpoint (what `midigen studio` finds there)."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("studio")
+    (root / "models").mkdir()
+    shutil.copy(trained_run[1].best_path, root / "models" / "best.pt")
+    shutil.copy(tiny_groovae[0], root / "models" / "groove.pt")
+    (root / "models" / "notes.pt").write_text("not a checkpoint")
+    return root
+
+
 @pytest.fixture(scope="module")
 def torch_one_thread():
     """Torch on one CPU thread for a module: tiny models run faster than with threads that

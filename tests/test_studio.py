@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import io
-import shutil
 import threading
 import time
 import zipfile
@@ -28,13 +27,8 @@ def one_thread(torch_one_thread):
 
 
 @pytest.fixture(scope="module")
-def workspace(trained_run, tiny_groovae, tmp_path_factory):
-    root = tmp_path_factory.mktemp("studio")
-    (root / "models").mkdir()
-    shutil.copy(trained_run[1].best_path, root / "models" / "best.pt")
-    shutil.copy(tiny_groovae[0], root / "models" / "groove.pt")
-    (root / "models" / "notes.pt").write_text("not a checkpoint")  # listed with a warning, not served
-    return root
+def workspace(studio_workspace):
+    return studio_workspace
 
 
 @pytest.fixture(scope="module")

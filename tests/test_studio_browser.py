@@ -25,12 +25,9 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def studio(trained_run, tiny_groovae, tmp_path_factory):
-    """The studio as a user starts it, on a free port: (its address, the drum files)."""
-    root = tmp_path_factory.mktemp("studio-browser")
-    (root / "models").mkdir()
-    shutil.copy(trained_run[1].best_path, root / "models" / "best.pt")
-    shutil.copy(tiny_groovae[0], root / "models" / "groove.pt")
+def studio(studio_workspace, tiny_groovae):
+    """The studio as a user starts it, on a free port: (its address, the drum files, its folder)."""
+    root = studio_workspace
     log = open(root / "server.log", "w")  # noqa: SIM115 - open while the server runs
     env = {**subprocess_env(), "OMP_NUM_THREADS": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
