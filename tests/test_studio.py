@@ -127,6 +127,9 @@ def test_interpolation_humanize_and_tap2drum_give_drum_midi(client, tiny_groovae
     assert response.mimetype == "audio/midi"
     played = midi_of(response.data)
     assert note_count(played) == note_count(pretty_midi.PrettyMIDI(str(a)))  # every hit kept, played anew
+    response = client.post("/api/reconstruct", data=form({"model": "groove", "format": "zip"}, midi=upload(b)))
+    with zipfile.ZipFile(io.BytesIO(response.data)) as z:  # the window and its reconstruction
+        assert [midi_of(z.read(n)).instruments[0].is_drum for n in z.namelist()] == [True, True]
     response = client.post("/api/tap2drum", data=form({"model": "groove", "format": "json"}, midi=upload(b)))
     assert "trained with train.input_transform = humanize" in response.get_json()["warning"]
     assert "models/groove.pt" in response.get_json()["warning"]

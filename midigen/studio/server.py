@@ -220,12 +220,19 @@ def create_app(catalog: Catalog, token: str | None = None):
                 catalog.busy.pop(id_, None)
                 print(f"studio: {what} on {id_}: {time.monotonic() - started:.1f} s", flush=True)
 
-    def respond(pieces: list, prefix: str, fmt: str | None, warning: str | None = None):
-        fmt = fmt or ("midi" if len(pieces) == 1 else "json")
+    def output_format(data: dict[str, Any], pieces: int) -> str:
+        """The format asked for, checked before any model runs: "midi" (the default for one
+        piece), "json" (the default for several) or "zip"."""
+        fmt = data.get("format") or ("midi" if pieces == 1 else "json")
+        if fmt not in ("midi", "json", "zip"):
+            raise HTTPFault(400, f"format = {fmt!r}: one of 'midi', 'json', 'zip'")
+        if fmt == "midi" and pieces != 1:
+            raise HTTPFault(400, f"format midi is for one piece; this gives {pieces}: ask for json or zip")
+        return fmt
+
+    def respond(pieces: list, prefix: str, fmt: str, warning: str | None = None):
         names = [f"{prefix}_{i:02d}.mid" for i in range(len(pieces))]
         if fmt == "midi":
-            if len(pieces) != 1:
-                raise HTTPFault(400, f"format midi is for one piece; this gives {len(pieces)}: ask for json or zip")
             response = Response(pieces[0].midi_bytes(), mimetype="audio/midi")
             response.headers["Content-Disposition"] = f'attachment; filename="{names[0]}"'
         elif fmt == "zip":
@@ -235,13 +242,11 @@ def create_app(catalog: Catalog, token: str | None = None):
                     z.writestr(name, piece.midi_bytes())
             response = Response(buf.getvalue(), mimetype="application/zip")
             response.headers["Content-Disposition"] = f'attachment; filename="{prefix}.zip"'
-        elif fmt == "json":
+        else:
             out = {"pieces": [_piece_json(p, n) for p, n in zip(pieces, names, strict=True)]}
             if warning:
                 out["warning"] = warning
             return jsonify(out)
-        else:
-            raise HTTPFault(400, f"format = {fmt!r}: one of 'midi', 'json', 'zip'")
         if warning:
             response.headers["X-Studio-Warning"] = warning
         return response
@@ -254,6 +259,7 @@ def create_app(catalog: Catalog, token: str | None = None):
         unknown(data, ("model", "num_files", "format", *SAMPLE_KEYS))
         id_ = model_id(data)
         num = integer(data, "num_files", 1, MAX_NUM_FILES)
+        fmt = output_format(data, num)
         if "max_steps" in data:
             integer(data, "max_steps", 1, MAX_STEPS)
         kwargs = {k: data[k] for k in SAMPLE_KEYS if k in data}
@@ -268,7 +274,7 @@ def create_app(catalog: Catalog, token: str | None = None):
             if "max_steps" not in kwargs and not catalog.entries[id_].info["has_latent"]:
                 kwargs["max_steps"] = min(MAX_STEPS, 1000)
             pieces = run(id_, f"sampling {num}", folder, lambda m: m.sample(num, **kwargs))
-            return respond(pieces, "sample", data.get("format"))
+            return respond(pieces, "sample", fmt)
 
     @app.post("/api/interpolate")
     def interpolate():
@@ -278,18 +284,20 @@ def create_app(catalog: Catalog, token: str | None = None):
         steps = integer(data, "steps", 5, MAX_STEPS_INTERPOLATION)
         if steps < 2:
             raise HTTPFault(400, "steps = 1: at least 2 (both ends are included)")
+        fmt = output_format(data, steps)
         kwargs = {k: data[k] for k in (*TASK_KEYS, "bar") if k in data}
         with tempfile.TemporaryDirectory(prefix="midigen-studio-") as tmp:
             folder = Path(tmp)
             a, b = save_upload("a", folder), save_upload("b", folder)
             pieces = run(id_, f"interpolating {steps}", folder, lambda m: m.interpolate(a, b, steps, **kwargs))
-            return respond(pieces, "interp", data.get("format"))
+            return respond(pieces, "interp", fmt)
 
     def file_task(task: str):
         data = body()
         unknown(data, ("model", "format", *TASK_KEYS))
         id_ = model_id(data)
         kwargs = {k: data[k] for k in TASK_KEYS if k in data}
+        fmt = output_format(data, 2 if task == "reconstruct" else 1)
         with tempfile.TemporaryDirectory(prefix="midigen-studio-") as tmp:
             folder = Path(tmp)
             midi = save_upload("midi", folder)
@@ -308,7 +316,7 @@ def create_app(catalog: Catalog, token: str | None = None):
             pieces, warning = run(id_, task, folder, call)
             if warning:
                 warning = warning.replace(str(catalog.entries[id_].path), catalog.entries[id_].label)
-            return respond(pieces, task, data.get("format"), warning)
+            return respond(pieces, task, fmt, warning)
 
     for task in ("humanize", "tap2drum", "reconstruct"):
         app.add_url_rule(f"/api/{task}", task, lambda task=task: file_task(task), methods=["POST"])
