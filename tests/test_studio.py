@@ -224,3 +224,17 @@ def test_the_page_and_its_assets_are_served_by_the_studio_itself(client):
         text = client.get(f"/static/{asset}").get_data(as_text=True)
         assert "http://" not in text and "https://" not in text and "@import" not in text
     assert client.get("/static/../server.py").status_code == 404
+
+
+def test_a_taken_port_is_one_clear_error(workspace):
+    import socket
+
+    from midigen.errors import ParamsError
+    from midigen.studio import serve
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ParamsError, match=f"--host 127.0.0.1 --port {port}: Address already in use"):
+            serve(workspace / "models", "127.0.0.1", port, "cpu")

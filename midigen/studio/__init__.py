@@ -4,6 +4,8 @@ over midigen.api."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import ipaddress
 import secrets
 import sys
@@ -35,8 +37,15 @@ def serve(models: str | Path = "models", host: str = "127.0.0.1", port: int = 87
     catalog = find(models, device)
     token = None if is_loopback(host) else secrets.token_urlsafe(16)
     try:
+        app = create_app(catalog, token)
+        said = io.StringIO()
         try:
-            server = make_server(host, port, create_app(catalog, token), threaded=True)
+            # Werkzeug prints its own advice and exits when it cannot listen: say it in one line
+            with contextlib.redirect_stderr(said):
+                server = make_server(host, port, app, threaded=True)
+        except SystemExit:
+            reason = said.getvalue().strip().splitlines()[:1] or ["cannot listen there"]
+            raise ParamsError(f"--host {host} --port {port}: {reason[0]}") from None
         except OSError as exc:
             raise ParamsError(f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc})") from None
         shown = f"[{host}]" if ":" in host else host
