@@ -51,11 +51,11 @@ def note_count(pm: pretty_midi.PrettyMIDI) -> int:
     return sum(len(inst.notes) for inst in pm.instruments)
 
 
-def upload(path, name=None):
-    return (
-        io.BytesIO(path.read_bytes() if not isinstance(path, bytes) else path),
-        name or getattr(path, "name", "x.mid"),
-    )
+def upload(source, name: str | None = None) -> tuple[io.BytesIO, str]:
+    """A form file from a path (named as it) or from bytes (named `name`)."""
+    if isinstance(source, bytes):
+        return io.BytesIO(source), name
+    return io.BytesIO(source.read_bytes()), name or source.name
 
 
 def form(request: dict, **files) -> dict:
@@ -71,7 +71,7 @@ def error_of(response, status: int) -> str:
     return message
 
 
-def test_the_model_list_says_what_each_checkpoint_is_and_no_server_path(client, workspace, capsys):
+def test_the_model_list_says_what_each_checkpoint_is_and_no_server_path(client, workspace):
     response = client.get("/api/models")
     models = {m["id"]: m for m in response.get_json()}
     assert set(models) == {"best", "groove"}  # notes.pt is no checkpoint
