@@ -184,6 +184,7 @@ class Model:
         constrained: bool | None = None,
         max_voices: int | None = None,
         max_note_beats: float | None = None,
+        min_beats: float | None = None,
         attributes: dict[str, float] | None = None,
         tempo: float | None = None,
         key: str | None = None,
@@ -193,11 +194,12 @@ class Model:
 
         temperature, top_k (0 = all), top_p, max_steps (new tokens per piece at most), seed:
         as the generate params; primer: a MIDI file every piece continues; greedy: always the
-        most likely token; constrained, max_voices, max_note_beats: the grammar of the
-        constrained sampler (0 = that limit off); attributes: MusicVAE, {"density": 1.5, ...}
-        moves z along the checkpoint's attribute vectors; tempo (quarter notes per minute), key,
-        program: how the pieces are written. A control the family does not use (top_k for a
-        MusicVAE) is a ParamsError, as in the CLI."""
+        most likely token; constrained, max_voices, max_note_beats, min_beats (<EOS> not before
+        this many quarter notes): the grammar of the constrained sampler (0 = that limit off);
+        attributes: MusicVAE, {"density": 1.5, ...} moves z along the checkpoint's attribute
+        vectors; tempo (quarter notes per minute), key, program: how the pieces are written.
+        A control the family does not use (top_k for a MusicVAE) is a ParamsError, as in the
+        CLI."""
         from midigen.generation.generate import checked_request, sample
 
         g = dict(self.generate_params)
@@ -211,6 +213,7 @@ class Model:
             "constrained": constrained,
             "max_voices": max_voices,
             "max_note_beats": max_note_beats,
+            "min_beats": min_beats,
             "tempo": tempo,
             "key": key,
             "program": program,

@@ -87,6 +87,7 @@ def test_a_model_says_what_it_is(lstm, groove):
         ({"max_voices": 2.5}, "max_voices = 2.5: expected an integer"),
         ({"attributes": {"density": 1.0}}, "attributes: a lstm model does not use it"),
         ({"key": "H"}, "key = 'H': expected one of"),
+        ({"min_beats": -1}, "min_beats = -1"),
     ],
 )
 def test_a_bad_control_is_a_params_error_naming_it(lstm, kwargs, message):

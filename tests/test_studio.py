@@ -224,6 +224,9 @@ def test_the_page_and_its_assets_are_served_by_the_studio_itself(client):
         text = client.get(f"/static/{asset}").get_data(as_text=True)
         assert "http://" not in text and "https://" not in text and "@import" not in text
     assert client.get("/static/../server.py").status_code == 404
+    from midigen.params import DEFAULTS
+
+    assert client.get("/api/defaults").get_json() == DEFAULTS["generate"]  # what the controls start at
 
 
 def test_a_taken_port_is_one_clear_error(workspace):

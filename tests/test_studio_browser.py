@@ -108,7 +108,11 @@ def test_a_musician_samples_plays_interpolates_and_downloads_in_chromium(studio,
         options = [o.get_attribute("value") for o in Select(by_id("model")).options]
         assert options == ["best", "groove"]
 
-        # compose with the LSTM: two pieces, each a piano roll with a player
+        # compose with the LSTM: two pieces, each a piano roll with a player; the controls start
+        # at the generate params' defaults
+        from midigen.params import DEFAULTS
+
+        assert float(by_id("c-min_beats").get_attribute("value")) == DEFAULTS["generate"]["min_beats"]
         Select(by_id("model")).select_by_value("best")
         by_id("c-max_steps").clear()
         by_id("c-max_steps").send_keys("120")

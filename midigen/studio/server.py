@@ -6,6 +6,7 @@ page or another model; one lock per model lets one request at a time use it.
 
 API (every error is JSON {"error": "one line"} with a 4xx status; never a traceback):
 - GET /api/models: [{id, source, label, data, family, representation, val_loss, ...}]
+- GET /api/defaults: the generate params' defaults (what the page's controls start at)
 - GET /api/status: {model id: what runs on it now}
 - POST /api/sample: JSON {"model": ID, "num_files": 1, "temperature": 1.0, ...} (or a
   multipart form with that JSON in its "request" field and a "primer" MIDI file); one piece
@@ -51,6 +52,7 @@ SAMPLE_KEYS = (
     "constrained",
     "max_voices",
     "max_note_beats",
+    "min_beats",
     "attributes",
     "tempo",
     "key",
@@ -144,6 +146,12 @@ def create_app(catalog: Catalog, token: str | None = None):
     @app.get("/api/models")
     def list_models():
         return jsonify([entry.public() for entry in catalog.entries.values()])
+
+    @app.get("/api/defaults")
+    def defaults():
+        from midigen.params import DEFAULTS
+
+        return jsonify(DEFAULTS["generate"])
 
     @app.get("/api/status")
     def status():

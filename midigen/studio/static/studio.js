@@ -61,7 +61,13 @@ async function busy(label, work) {
 
 // -- models ------------------------------------------------------------------------------------
 
+// the compose controls start at the generate params' defaults
+const DEFAULTED = ["temperature", "top_k", "top_p", "seed", "tempo", "max_voices", "max_note_beats", "min_beats"];
+
 async function loadModels() {
+  const defaults = await api("/api/defaults");
+  for (const key of DEFAULTED) $(`c-${key}`).value = defaults[key];
+  $("c-constrained").checked = defaults.constrained;
   const models = await api("/api/models");
   state.models = models;
   const select = $("model");
@@ -161,7 +167,8 @@ function sample() {
   const m = state.model;
   const request = { model: m.id, format: "json", num_files: num("c-num"), temperature: num("c-temperature"), top_k: num("c-top_k"),
     top_p: num("c-top_p"), max_steps: num("c-max_steps"), seed: num("c-seed"), tempo: num("c-tempo"),
-    constrained: $("c-constrained").checked, max_voices: num("c-max_voices"), max_note_beats: num("c-max_note_beats") };
+    constrained: $("c-constrained").checked, max_voices: num("c-max_voices"), max_note_beats: num("c-max_note_beats"),
+    min_beats: num("c-min_beats") };
   const primer = $("c-primer").files[0];
   const files = primer ? { primer: { blob: primer, name: primer.name } } : {};
   return busy(`sampling ${request.num_files} on ${m.id}`, async () => {
