@@ -152,7 +152,8 @@ function addResult(title, data, model, together = false) {
     state.results.push(result);
     renderResult(result, state.results.length - 1);
   } else {
-    data.pieces.forEach((p) => {
+    // newest results on top, each batch in its own order
+    [...data.pieces].reverse().forEach((p) => {
       const one = { ...result, title: `${title} ${p.name}`, pieces: [p] };
       state.results.push(one);
       renderResult(one, state.results.length - 1);
