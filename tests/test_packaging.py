@@ -21,7 +21,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 #: requirements.txt pins that are tools of the project, not of the package (its dev extra)
-DEV_TOOLS = {"pytest", "ruff"}
+DEV_TOOLS = {"pytest", "ruff", "selenium"}
 
 
 @pytest.fixture(scope="module")
