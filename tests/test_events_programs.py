@@ -49,8 +49,9 @@ def tracks(path) -> dict[tuple[int, bool], int]:
 
 
 def write_band(path) -> None:
-    """Two bars at 120 bpm (every time on the grid of twelfths of a quarter): piano chords, strings doubling the piano's top note (a unison across
-    tracks), a bass line, and drums whose kick is the bass's pitch 36 at the same time."""
+    """Two bars at 120 bpm (every time on the grid of twelfths of a quarter): piano chords,
+    strings doubling the piano's top note (a unison across tracks), a bass line, and drums whose
+    kick is the bass's pitch 36 at the same time."""
     pm = pretty_midi.PrettyMIDI(initial_tempo=120.0)
     piano = pretty_midi.Instrument(program=0, name="piano")
     strings = pretty_midi.Instrument(program=48, name="strings")
@@ -125,6 +126,27 @@ def test_programs_are_a_param_stored_in_the_config_and_off_by_default():
     assert from_config(rep.config()).vocab == rep.vocab
     # the note ids do not move: a store without programs reads the same NOTE/TIME_SHIFT ids
     assert rep.vocab[: len(plain)] == plain.vocab
+
+
+def test_preprocess_stores_program_tokens_when_asked(tmp_path):
+    """preprocess.programs reaches the token store: its representation has PROGRAM tokens and
+    the stored ids decode to the band's four instruments, drums among them."""
+    from test_preprocess import PARAMS, manifest_of
+
+    from midigen.data.preprocess import preprocess
+    from midigen.data.store import TokenStore
+
+    folder = tmp_path / "band"
+    folder.mkdir()
+    write_band(folder / "band.mid")
+    params = {**PARAMS, "drums": "keep", "programs": True, "time_unit": "beats", "steps_per_quarter": 12}
+    preprocess(manifest_of(folder), params, tmp_path / "tokens", workers=1)
+    store = TokenStore(tmp_path / "tokens")
+    rep = store.representation
+    assert rep.config()["programs"] is True
+    notes = rep.decode(np.asarray(store.piece(0), dtype=np.int64))
+    assert instruments_of(notes) == {(0, False), (48, False), (33, False), (0, True)}
+    assert len(notes) == 6 + 2 + 8 + 8 + 4
 
 
 # -- a real multi-track corpus -------------------------------------------------------------------
