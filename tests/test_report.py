@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from browser import CHROMIUM, FLAGS
 from conftest import PROJECT_ROOT, subprocess_env, write_pretty_midi
 from test_interruption import tiny_params_yaml, write_corpus
 
@@ -32,18 +33,6 @@ from midigen.report.audio import RELEASE_S, SAMPLE_RATE, find_synth, render_ogg
 from midigen.report.page import Inputs, build_report, changed_params, interpolation_groups
 from midigen.training.loop import training_summary
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--hide-scrollbars",
-)
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium here (Debian: apt-get install chromium)")
 
@@ -155,7 +144,7 @@ window.addEventListener("load", async () => {
 
 
 def chromium(args: list[str], profile: Path) -> str:
-    cmd = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args]
+    cmd = [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"chromium failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
     return proc.stdout

@@ -120,7 +120,8 @@ class ProgramEventGrammar(EventGrammar):
     """EventGrammar for event tokens with PROGRAM tokens: a note sounds per (program, pitch),
     NOTE_ON and NOTE_OFF refer to the program the last PROGRAM token named (program 0 before
     any), max_voices and the note length limit count the notes of every program, and a PROGRAM
-    token may come anywhere except to name the program already current.
+    token may come anywhere except to name the program already current (the first may name any,
+    program 0 too, as encode writes it).
 
     The rules are EventGrammar's, applied to a virtual vocabulary with one NOTE_ON/NOTE_OFF pair
     per (program, pitch): the parent's masks come out per program and pitch, and the current
@@ -146,30 +147,30 @@ class ProgramEventGrammar(EventGrammar):
             vocab=range(rep.on_base + 2 * n_virtual + rep.max_shift_steps + rep.velocity_bins),
         )
         super().__init__(virtual, max_note_steps, max_voices)
-        self.rep_vocab_size = len(rep.vocab)
 
     def start(self, batch: int, device: torch.device) -> dict[str, torch.Tensor]:
         state = super().start(batch, device)
-        state["program"] = torch.zeros(batch, dtype=torch.long, device=device)
+        state["program"] = torch.full((batch,), -1, dtype=torch.long, device=device)  # -1: none named yet
         return state
 
     def allowed(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
         virtual = super().allowed({k: v for k, v in state.items() if k != "program"})
         batch, n_slots, n_pitch = virtual.shape[0], self.n_slots, self.n_rep_pitch
         rows = torch.arange(batch, device=virtual.device)
-        cur = state["program"]
+        named = state["program"]
+        cur = named.clamp(min=0)
         on = virtual[:, self.on_base : self.off_base].view(batch, n_slots, n_pitch)[rows, cur]
         off = virtual[:, self.off_base : self.shift_base].view(batch, n_slots, n_pitch)[rows, cur]
         prog = torch.ones(batch, n_slots, dtype=torch.bool, device=virtual.device)
-        prog[rows, cur] = False
+        prog[rows, cur] = named < 0
         return torch.cat([virtual[:, : self.on_base], on, off, virtual[:, self.shift_base :], prog], dim=1)
 
     def advance(self, state: dict[str, torch.Tensor], ids: torch.Tensor) -> dict[str, torch.Tensor]:
         cur = state["program"]
+        offset = cur.clamp(min=0) * self.n_rep_pitch
         is_on = (ids >= self.rep_on) & (ids < self.rep_off)
         is_off = (ids >= self.rep_off) & (ids < self.rep_shift)
         is_prog = ids >= self.prog_base
-        offset = cur * self.n_rep_pitch
         virtual = torch.where(is_on, self.on_base + offset + ids - self.rep_on, ids)
         virtual = torch.where(is_off, self.off_base + offset + ids - self.rep_off, virtual)
         rest = (ids >= self.rep_shift) & ~is_prog  # time shifts and velocities keep their order
