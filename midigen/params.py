@@ -84,7 +84,7 @@ def _pos(default: float, hi=None, hi_open=False) -> Spec:
 
 SCHEMA: dict[str, dict[str, Spec]] = {
     "data": {
-        "source": Spec(str, "music21:bach"),
+        "source": Spec(str, "music21:chorales"),
         "watch": Spec(str, "data/external"),
         "max_pieces": _int(0, 0),
         "workers": _int(0, 0),
@@ -168,8 +168,9 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "key": Spec(str, "C", choices=("none", *KEY_NAMES)),
         "program": _int(0, 0, 127),
         "constrained": Spec(bool, True),
-        "max_note_beats": Spec(float, 8.0, 0, 1000),
+        "max_note_beats": Spec(float, 4.0, 0, 1000),
         "max_voices": _int(4, 0, 128),
+        "min_beats": Spec(float, 32.0, 0, 100000),
         "mode": Spec(str, "sample", choices=("sample", "humanize", "tap2drum", "interpolate")),
         "min_hits": _int(8, 0),
     },

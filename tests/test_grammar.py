@@ -96,6 +96,53 @@ def test_random_logits_never_sample_an_illegal_token(unit, max_note_beats, max_v
         assert longest <= grammar.max_note_steps * step_s + 1e-9
 
 
+def _beats_at_eos(rep: EventRepresentation, ids: list[int]) -> float | None:
+    """Quarter notes that passed before a sequence's <EOS> (None: it has none)."""
+    steps = 0
+    for i in ids:
+        tok = rep.vocab[i]
+        if tok == "<EOS>":
+            return steps / rep.steps_per_quarter
+        if tok.startswith("TIME_SHIFT_"):
+            steps += int(tok.rsplit("_", 1)[1])
+    return None
+
+
+def test_no_piece_ends_before_min_beats():
+    """<EOS> waits for generate.min_beats (a piece is not a lone chord): a model that wants to
+    stop after its first note stops there without the rule, and only after min_beats with it."""
+    rep = EventRepresentation(0.05, 24, 0, 48, 72, "beats", 4)
+    t = rep.token_to_id
+    prompt = [BOS, t["NOTE_ON_60"], t["TIME_SHIFT_4"], t["NOTE_OFF_60"]]  # one beat, then silence
+
+    def ends(min_beats: float) -> list[float]:
+        grammar = rep.grammar(GrammarLimits(8.0, 4, 120.0, min_beats))
+        seqs = generate_tokens(
+            EosKeenLM(len(rep.vocab), 5),
+            [prompt] * 16,
+            3000,
+            EOS,
+            generator=torch.Generator().manual_seed(3),
+            grammar=grammar,
+        )
+        for s in seqs:
+            assert event_violations(rep, s, grammar.max_note_steps, 4) == []
+        return [_beats_at_eos(rep, s) for s in seqs]
+
+    assert ends(0.0) == [1.0] * 16
+    late = [b for b in ends(16.0) if b is not None]  # random logits seldom leave nothing sounding
+    assert len(late) >= 4 and min(late) >= 16.0
+
+
+class EosKeenLM(RandomLM):
+    """RandomLM that wants <EOS> above all (a model that learnt to end pieces after a chord)."""
+
+    def forward(self, ids, state=None):
+        logits, state = super().forward(ids, state)
+        logits[..., EOS] += 50.0
+        return logits, state
+
+
 def test_unconstrained_random_logits_do_break_the_rules():
     """The checker above catches what the grammar prevents (so the property test can fail)."""
     rep = EventRepresentation(0.05, 24, 0, 48, 72, "beats", 4)

@@ -397,7 +397,8 @@ def test_a_generated_piece_with_a_hanging_note_or_off_grid_onsets_is_flagged(tmp
     hanging = write_pretty_midi(tmp_path / "hanging.mid", [(48, 0.0, 20 * beat), (60, 0.0, beat)])
     # onsets every 0.05 s: most fall between the sixteenths (0.125 s apart)
     off_grid = write_pretty_midi(tmp_path / "off.mid", [(60 + i % 3, i * 0.05, i * 0.05 + 0.04) for i in range(40)])
-    flags = Flags(longest_beats=4.0, grid_share=0.98)
+    chord = write_pretty_midi(tmp_path / "chord.mid", [(p, 0.0, 2 * beat) for p in (48, 55, 64, 72)])
+    flags = Flags(longest_beats=4.0, grid_share=0.98, shortest_beats=8.0)
 
     def lines(path):
         return _flag_lines(_render_piece(PieceJob(path.stem, path, None, None, None, 30.0)), flags)
@@ -405,5 +406,8 @@ def test_a_generated_piece_with_a_hanging_note_or_off_grid_onsets_is_flagged(tmp
     assert lines(clean) == []
     (hang,) = lines(hanging)
     assert hang.startswith("hanging notes: one lasts 20.0 beats") and "(4.0)" in hang
-    (off,) = lines(off_grid)
+    off, short = lines(off_grid)
     assert off.startswith("off the grid: ") and "% of its onsets" in off
+    assert short.startswith("too short: 4.0 beats") and "(8.0)" in short
+    (lone,) = lines(chord)
+    assert lone == "too short: 2.0 beats, shorter than any piece of the test set (8.0)"

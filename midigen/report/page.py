@@ -79,6 +79,8 @@ class PieceResult:
     #: of its onsets on the sixteenth grid of its own beats (None: no pitched notes)
     longest_beats: float = 0.0
     on_grid: float | None = None
+    #: beats from its first onset to its last note's end
+    span_beats: float = 0.0
 
 
 @dataclass
@@ -118,6 +120,7 @@ def _render_piece(job: PieceJob) -> PieceResult:
         heard = listen(read_heard(job.midi))
         out.longest_beats = heard.longest_beats
         out.on_grid = heard.on_grid / heard.onsets if heard.onsets else None
+        out.span_beats = heard.span_beats
     if job.image is not None:
         step_s = grid_step_s(job.midi) if out.drums else None
         draw_piece(notes, job.image, seconds=job.axis_s, step_s=step_s)
@@ -299,10 +302,12 @@ def _rel(path: Path, root: Path) -> str:
 @dataclass(frozen=True)
 class Flags:
     """When a generated piece is flagged: a note longer than `longest_beats` (the test set's
-    longest note; None = no test set), fewer than `grid_share` of its onsets on the grid."""
+    longest note; None = no test set), fewer than `grid_share` of its onsets on the grid,
+    shorter than `shortest_beats` (the test set's shortest piece; None = no test set)."""
 
     longest_beats: float | None
     grid_share: float
+    shortest_beats: float | None = None
 
 
 #: a generated piece with fewer of its onsets on the sixteenth grid is flagged (the chorales: 100%)
@@ -318,6 +323,10 @@ def _flag_lines(r: PieceResult, flags: Flags) -> list[str]:
         )
     if r.on_grid is not None and r.on_grid < flags.grid_share:
         out.append(f"off the grid: {r.on_grid:.0%} of its onsets on sixteenths of its beats")
+    if flags.shortest_beats and r.n_notes and not r.drums and r.span_beats < flags.shortest_beats - 1e-9:
+        out.append(
+            f"too short: {r.span_beats:.1f} beats, shorter than any piece of the test set ({flags.shortest_beats:.1f})"
+        )
     return out
 
 
@@ -540,10 +549,11 @@ def build_report(
             f'<p class="note">No audio: {_e(audio_note)}. Every piece still plays in the page, '
             "with the browser's built-in synthesizer.</p>"
         )
-    longest = (ev.get("hearing") or {}).get("test", {}).get("longest_note_beats")
+    heard_test = (ev.get("hearing") or {}).get("test", {})
+    longest, shortest = heard_test.get("longest_note_beats"), heard_test.get("shortest_piece_beats")
     if not longest:  # no hearing numbers (MusicVAE): the references shown
         longest = max((p.result.longest_beats for p in references), default=0.0)
-    flags = Flags(longest or None, GRID_FLAG)
+    flags = Flags(longest or None, GRID_FLAG, shortest or None)
     pieces = note + _pieces_html(generated, strips, references, ref_split, out_dir, max_s, flags)
     summary = _summary_html(params, defaults, data, train, inputs)
     interps = f", {len(strip_pieces)} interpolation steps" if strip_pieces else ""

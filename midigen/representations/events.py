@@ -144,14 +144,20 @@ class EventRepresentation(Representation):
     def grammar(self, limits):
         from midigen.generation.grammar import EventGrammar
 
+        def steps(beats: float) -> int:
+            if self.time_unit == "beats":
+                return round(beats * self.steps_per_quarter)
+            return round(beats * 60.0 / limits.tempo_bpm / self.time_step)
+
         beats = limits.max_note_beats
-        if self.time_unit == "beats":
-            max_steps = round(beats * self.steps_per_quarter)
-        else:
-            max_steps = round(beats * 60.0 / limits.tempo_bpm / self.time_step)
         if self.programs:
             from midigen.generation.grammar import ProgramEventGrammar as EventGrammar
-        return EventGrammar(self, max_note_steps=max_steps if beats > 0 else 0, max_voices=limits.max_voices)
+        return EventGrammar(
+            self,
+            max_note_steps=steps(beats) if beats > 0 else 0,
+            max_voices=limits.max_voices,
+            min_steps=steps(limits.min_beats),
+        )
 
     def pitch_table(self) -> tuple[np.ndarray, int, int]:
         """NOTE_ON_p and NOTE_OFF_p stand for pitch p; the ids of neighbouring pitches are neighbours."""
