@@ -243,6 +243,17 @@ def test_a_pitch_sounding_on_one_program_is_free_on_another():
     assert "<EOS>" in allowed
 
 
+def test_the_end_waits_for_min_beats_with_programs_too():
+    rep = EventRepresentation(0.05, 8, 0, 60, 63, "beats", 4, programs=True)
+    grammar = rep.grammar(GrammarLimits(2.0, 4, 120.0, min_beats=1.0))  # 4 steps
+    state = grammar.start(1, torch.device("cpu"))
+    eos = []
+    for tok in ("PROGRAM_DRUMS", "NOTE_ON_60", "TIME_SHIFT_1", "NOTE_OFF_60", "TIME_SHIFT_2", "TIME_SHIFT_1"):
+        state = grammar.advance(state, torch.tensor([rep.token_to_id[tok]]))
+        eos.append(bool(grammar.allowed(state)[0, EOS]))
+    assert eos == [False, False, False, False, False, True]
+
+
 def test_an_ngram_model_of_the_openmsx_songs_writes_one_track_per_program(openmsx_notes, tmp_path):
     """A 4-gram fitted on the songs' tokens (a real model, fitted in seconds) sampled through
     the grammar: the pieces break no rule and their MIDI files have several instruments, drums
