@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +153,62 @@ def random_melody(seed: int, n: int = 24) -> list[tuple[int, float, float]]:
         out.append((int(rng.integers(48, 84)), t, t + dur))
         t += float(rng.uniform(0.05, 0.5))
     return out
+
+
+# -- scores: the notes of a MIDI file and of its MusicXML, in quarter notes ---------------------
+
+
+def midi_notes(path) -> list[tuple[int, int, Fraction, Fraction]]:
+    """(track, pitch, onset, duration) of every note of a MIDI file, in quarter notes from its ticks;
+    a pitch struck twice at once in one track counts once (a score has one note for it)."""
+    from midigen.data.midi_io import read_tick_notes
+
+    t = read_tick_notes(path)
+    return sorted(
+        {
+            (int(k), int(p), Fraction(int(a), t.tpq), Fraction(int(b - a), t.tpq))
+            for k, p, a, b in zip(t.track, t.pitch, t.start_tick, t.end_tick, strict=True)
+        }
+    )
+
+
+def score_notes(path) -> list[tuple[int, int, Fraction, Fraction]]:
+    """(part number, pitch, onset, duration) of every note of a MusicXML file."""
+    from midigen.export.musicxml import read_musicxml_notes
+
+    rows = read_musicxml_notes(path)
+    names = list(dict.fromkeys(name for name, *_ in rows))
+    return sorted((names.index(name), p, o, d) for name, p, o, d in rows)
+
+
+def nabiya_project(root: Path, representation: str = "pitch_duration") -> dict:
+    """A project folder as the pipeline leaves it after train, on builtin:nabiya's one 54-note
+    song: params.yaml (the shipped one, tiny model and training, the song's pitch range),
+    data/tokens, data/split.csv and models/best.pt (one epoch, the data fingerprint the train
+    stage passes). Returns the params. Seconds on one core."""
+    import pandas as pd
+    import yaml
+
+    from midigen.data.dataset import load_split_data
+    from midigen.data.ingest import ingest
+    from midigen.data.preprocess import preprocess
+    from midigen.data.split import make_split
+    from midigen.training.loop import train_model
+
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params["data"]["source"] = "builtin:nabiya"
+    params["preprocess"].update(representation=representation, pitch_min=55, pitch_max=84)
+    params["model"] = {**params["model"], **TINY_MODEL}
+    params["train"] = {**params["train"], **TINY_TRAIN, "epochs": 1}
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    manifest, _ = ingest("builtin:nabiya", root / "data/raw")
+    preprocess(manifest.to_dict("records"), params["preprocess"], root / "data/tokens", workers=1)
+    split, _ = make_split(pd.read_csv(root / "data/tokens/index.csv"), 0.1, 0.1, 1234, True)
+    split.to_csv(root / "data/split.csv", index=False)
+    data = load_split_data(root / "data/tokens", root / "data/split.csv")
+    stream = data.stream("train")
+    train_model(data.store.representation, stream, stream, params, root / "models", data.fingerprint())
+    return params
 
 
 # -- train / generate / evaluate ("Event-token LSTM") ------------------------------------------

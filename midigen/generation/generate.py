@@ -12,6 +12,7 @@ import numpy as np
 
 from midigen.errors import MidigenError
 from midigen.models.base import SampleRequest, context_from
+from midigen.parallel import progress
 from midigen.representations import OutputContext, Representation
 from midigen.training import checkpoint
 
@@ -23,26 +24,36 @@ def write_pieces(
     prefix: str = "sample",
     clear: bool = True,
     context: OutputContext | None = None,
+    formats: tuple[str, ...] | list[str] = ("mid",),
 ) -> list[Path]:
     """Write <prefix>_NN.mid (rep.write_midi with `context`) and <prefix>_NN.txt (tokens, one per
-    line) per id sequence. clear empties out_dir first; either way no <prefix>_NN file of a longer
-    earlier run is left behind. Whether other files may stay beside them is the caller's policy
-    (the generate stage clears its folder; the CLI wants a new or empty one unless --force).
+    line) per id sequence, and <prefix>_NN.musicxml (its score) when formats has "musicxml".
+    clear empties out_dir first; either way no <prefix>_NN file of a longer earlier run is left
+    behind. Whether other files may stay beside them is the caller's policy (the generate stage
+    clears its folder; the CLI wants a new or empty one unless --force).
     A folder that cannot be written is a MidigenError naming it."""
     out_dir = Path(out_dir)
     paths = []
+    score = "musicxml" in formats
+    if score:
+        from midigen.export.musicxml import require_beat_grid, write_musicxml
+
+        grid = require_beat_grid(rep, "generate.formats has musicxml")
     try:
         if clear and out_dir.exists():
             shutil.rmtree(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        pattern = re.compile(re.escape(prefix) + r"_\d\d\.(mid|txt)")
+        pattern = re.compile(re.escape(prefix) + r"_\d\d\.(mid|txt|musicxml)")
         for old in out_dir.iterdir():
             if pattern.fullmatch(old.name):
                 old.unlink()
-        for i, ids in enumerate(seqs):
+        # scores take about half a second each: a progress bar then
+        for i, ids in enumerate(progress(seqs, desc=f"write {prefix}", unit="piece", disable=not score)):
             stem = out_dir / f"{prefix}_{i:02d}"
             rep.write_midi(ids, stem.with_suffix(".mid"), context)
             stem.with_suffix(".txt").write_text("\n".join(rep.ids_to_tokens(ids)) + "\n", encoding="utf-8")
+            if score:
+                write_musicxml(stem.with_suffix(".mid"), stem.with_suffix(".musicxml"), quantize=grid)
             paths.append(stem.with_suffix(".mid"))
     except OSError as exc:
         raise MidigenError(f"{out_dir}: cannot write there ({exc.strerror or exc})") from None
@@ -81,9 +92,15 @@ def generate(checkpoint_path: str | Path, params: dict[str, Any], out_dir: str |
     """The generate stage: what the checkpoint's family writes (samples; MusicVAE also an
     interpolation), played as the generate params say. Returns the count per file prefix."""
     loaded = checkpoint.load_model(checkpoint_path, params["train"]["device"], split_data.store.representation)
+    formats = params["generate"]["formats"]
+    if "musicxml" in formats:  # before sampling, which is the slow part
+        from midigen.export.musicxml import require_beat_grid
+
+        require_beat_grid(loaded.rep, f"generate.formats = {formats}")
     outputs = loaded.family.stage_outputs(loaded.model, loaded.rep, params, split_data, loaded.device)
     context = context_from(params["generate"])
     counts = {}
     for i, (prefix, seqs) in enumerate(outputs):
-        counts[prefix] = len(write_pieces(seqs, loaded.rep, out_dir, prefix, clear=i == 0, context=context))
+        written = write_pieces(seqs, loaded.rep, out_dir, prefix, clear=i == 0, context=context, formats=formats)
+        counts[prefix] = len(written)
     return counts

@@ -136,6 +136,9 @@ class EventRepresentation(Representation):
             context = dataclasses.replace(context, program=None)
         return super().decode(ids, context)
 
+    def beat_grid(self) -> int | None:
+        return self.steps_per_quarter if self.time_unit == "beats" else None
+
     def write_midi(self, ids: np.ndarray, path: str | Path, context: OutputContext | None = None) -> np.ndarray:
         """As Representation.write_midi, without a key signature: event tokens do not know the
         key (generate.key is for the score-time representations)."""
