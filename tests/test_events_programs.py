@@ -118,9 +118,9 @@ def test_program_tokens_come_only_where_the_instrument_changes():
 
 def test_programs_are_a_param_stored_in_the_config_and_off_by_default():
     assert DEFAULTS["preprocess"]["programs"] is False
-    p = {**DEFAULTS["preprocess"], "time_unit": "beats"}
+    p = {**DEFAULTS["preprocess"], "representation": "events", "time_unit": "beats"}
     plain = from_params(p)
-    assert "programs" not in plain.config() and len(plain) == 3 + 88 * 2 + 100  # the default vocabulary
+    assert "programs" not in plain.config() and len(plain) == 3 + 88 * 2 + 100  # the default events vocabulary
     rep = from_params({**p, "programs": True})
     assert rep.config()["programs"] is True and len(rep) == len(plain) + 129
     assert from_config(rep.config()).vocab == rep.vocab
