@@ -102,7 +102,13 @@ def workspace(tmp_path_factory, chorale_paths, trained_run) -> Path:
     """A folder where the pipeline has run on a tiny corpus with a tiny model (split ratios
     raised so that 4 of the 9 files are test pieces), plus a drum interpolation."""
     root = tmp_path_factory.mktemp("report_run")
-    tiny_params_yaml(root, generate={"num_files": 2, "max_steps": 120}, split={"test_ratio": 0.3, "val_ratio": 0.15})
+    # events tokens, as the session's tiny training run (the default representation is voices)
+    tiny_params_yaml(
+        root,
+        preprocess={"representation": "events"},
+        generate={"num_files": 2, "max_steps": 120},
+        split={"test_ratio": 0.3, "val_ratio": 0.15},
+    )
     write_corpus(root / "data/external/tiny", chorale_paths)
     (root / "metrics").mkdir()
     for name in ("ingest", "preprocess", "split"):
