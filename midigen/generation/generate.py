@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from midigen.errors import MidigenError
-from midigen.models.base import SampleRequest, context_from
+from midigen.errors import MidigenError, ParamsError
+from midigen.models.base import SampleRequest, context_from, request_from
 from midigen.parallel import progress
 from midigen.representations import OutputContext, Representation
 from midigen.training import checkpoint
@@ -68,6 +69,33 @@ def read_pieces(paths: list[Path], rep: Representation) -> list[np.ndarray]:
 def sample(loaded: checkpoint.Loaded, request: SampleRequest) -> list[np.ndarray]:
     """request.num id sequences from a loaded checkpoint, all in one batch."""
     return loaded.family.sample(loaded.model, loaded.rep, request, loaded.device)
+
+
+def checked_request(
+    loaded: checkpoint.Loaded,
+    generate_params: dict[str, Any],
+    given: list[str],
+    name: Callable[[str], str] = str,
+    greedy: bool = False,
+    primer: str | Path | None = None,
+    attributes: tuple[tuple[str, float], ...] = (),
+) -> SampleRequest:
+    """The sample request of generate params for a loaded checkpoint (what `midigen sample` and
+    midigen.api sample). ParamsError when a control in `given` (SampleRequest field names) is
+    one its family does not take, or an attribute is not one of its vectors; `name` spells a
+    control as the caller's user wrote it (a flag, a keyword)."""
+    family = loaded.family
+    refused = [name(k) for k in given if k not in family.controls]
+    if refused:
+        raise ParamsError(
+            f"{', '.join(refused)}: a {family.name} model does not use {'it' if len(refused) == 1 else 'them'}"
+            f" (it takes: {', '.join(name(k) for k in sorted(family.controls))})"
+        )
+    if attributes:
+        from midigen.generation.attributes import attribute_shift
+
+        attribute_shift(loaded.model, attributes)  # unknown names fail here, before anything is sampled
+    return request_from(generate_params, greedy=greedy, primer=primer, attributes=tuple(attributes))
 
 
 def sample_ids(
