@@ -273,6 +273,7 @@ def _generate_params(args: argparse.Namespace) -> dict:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    from midigen.data.keys import of_checkpoint
     from midigen.generation.generate import sample, write_pieces
     from midigen.models.base import context_from, request_from
     from midigen.training.checkpoint import load_model
@@ -304,7 +305,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
     check_out_folder(args.out, args.force)  # before sampling, which is the slow part
     seqs = sample(loaded, request)
     # exactly what the generate stage writes for the same params: same tempo, key and program
-    paths = write_pieces(seqs, loaded.rep, args.out, clear=False, context=context_from(g), formats=g["formats"])
+    paths = write_pieces(
+        seqs,
+        loaded.rep,
+        args.out,
+        clear=False,
+        context=context_from(g),
+        formats=g["formats"],
+        keys=of_checkpoint(loaded.ckpt),
+        seed=g["seed"],
+    )
     for path, ids in zip(paths, seqs, strict=True):
         print(f"{path}  ({len(ids)} tokens)")
     return 0
