@@ -76,10 +76,17 @@ def test_preprocess_stores_every_piece_in_c_and_its_shift_in_the_index(name, cho
         assert np.array_equal(moved["start_s"], own["start_s"]), rel
 
 
+def test_auto_moves_voices_to_c_and_keeps_the_others_keys():
+    assert [keys.resolve("auto", r) for r in ("voices", "events", "notes_chords", "drums")] == ["c"] + ["keep"] * 3
+    assert keys.resolve("c", "events") == "c" and keys.resolve("keep", "voices") == "keep"
+
+
 def test_the_drum_groove_and_melody_grids_refuse_key_c(tmp_path):
     raw = {section: dict(values) for section, values in DEFAULTS.items()}
     for grid in ("drums", "groove", "melody"):
-        raw["preprocess"].update(representation=grid, key="c")
+        raw["preprocess"].update(representation=grid, key="auto")
+        assert validate(raw)["preprocess"]["key"] == "auto"  # the default stays valid for them
+        raw["preprocess"].update(key="c")
         with pytest.raises(ParamsError, match=rf"preprocess.key = 'c': the {grid} grids"):
             validate(raw)
     with pytest.raises(ParamsError, match="preprocess.key = 'c': the melody representation"):

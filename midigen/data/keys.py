@@ -1,5 +1,6 @@
 """Keys: every piece moved to C major / A minor before training (preprocess.key c, as BachBot
-did: Liang & Gotham 2017), and generated pieces moved back to keys drawn from the corpus.
+did: Liang & Gotham 2017; auto, the default: c for voices only), and generated pieces moved
+back to keys drawn from the corpus.
 
 The key of a piece is the root of its best-fitting major scale: of the 12 diatonic scales the
 one that holds the most of its notes (the fit midigen.evaluation.hearing.in_key_notes counts;
@@ -28,8 +29,11 @@ from typing import Any
 
 import numpy as np
 
-#: preprocess.key: keep = as the file has it; c = moved to C major / A minor
-KEY_MODES = ("keep", "c")
+#: preprocess.key: keep = as the file has it; c = moved to C major / A minor; auto = c for the
+#: representations in C_BY_DEFAULT, else keep
+KEY_MODES = ("auto", "keep", "c")
+#: what preprocess.key auto moves to C: voices (measured: README, Keys)
+C_BY_DEFAULT = ("voices",)
 #: the index.csv column with each piece's shift (semitones added to its pitches)
 SHIFT_COLUMN = "key_shift"
 #: the checkpoint entry with the training pieces' shifts: [[shift, count], ...]
@@ -38,6 +42,13 @@ KEY_SHIFTS = "key_shifts"
 MAJOR_SCALE = np.array([0, 2, 4, 5, 7, 9, 11])
 #: mixed into generate.seed so the keys drawn do not follow the sampler's random numbers
 _KEY_STREAM = 0x6B6579
+
+
+def resolve(key: str, representation: str) -> str:
+    """preprocess.key with auto resolved for a representation: "keep" or "c"."""
+    if key == "auto":
+        return "c" if representation in C_BY_DEFAULT else "keep"
+    return key
 
 
 def scale_fit(pitches: np.ndarray) -> np.ndarray:

@@ -242,8 +242,8 @@ def preprocess(
     rep = representations.from_params(params)
     limits = {k: {**DEFAULTS["preprocess"], **params}[k] for k in LIMIT_KEYS}
     log = CrashLog(crashes or crash_log_path(out_dir, "preprocess"), limits)
-    key = params.get("key", DEFAULTS["preprocess"]["key"])
-    if key != "keep" and not rep.keyed:
+    key = keys.resolve(params.get("key", DEFAULTS["preprocess"]["key"]), rep.name)
+    if key == "c" and not rep.keyed:
         raise ParamsError(
             f"preprocess.key = {key!r}: the {rep.name} representation cannot be moved to another key "
             "(it applies to events, voices, notes_chords and pitch_duration); use preprocess.key: keep"

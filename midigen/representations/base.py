@@ -58,7 +58,8 @@ def _limits(limits: dict[str, Any] | None) -> dict[str, Any]:
     """The reading limits: the given ones over preprocess's defaults."""
     from midigen.params import DEFAULTS
 
-    return {**DEFAULTS["preprocess"], **(limits or {})}
+    # a piece read without limits keeps its key (preprocess.key applies when they name it)
+    return {**DEFAULTS["preprocess"], "key": "keep", **(limits or {})}
 
 
 def check_duration(path: str, duration_s: float, limits: dict[str, Any]) -> None:
@@ -150,7 +151,7 @@ class Representation:
 
     def read_checked(self, path: str, limits: dict[str, Any]) -> Checked:
         """A file's notes as encode() takes them (drum policy applied; moved to C when
-        limits["key"] is "c", see midigen.data.keys), its length in seconds and the shift
+        limits["key"] is c, or auto for voices: midigen.data.keys), its length in seconds and the shift
         applied (None: key keep); MidiError when it has none or is too short or too long."""
         notes = self.read(path, limits["max_notes"])
         if notes.shape[0] == 0:
@@ -163,7 +164,7 @@ class Representation:
             raise MidiError(path, f"lasts {duration:.3g} s, less than one time step (absurd tempo?)")
         check_duration(path, duration, limits)
         shift = None
-        if limits.get("key", "keep") == "c":
+        if keys.resolve(limits.get("key", "keep"), self.name) == "c":
             notes, shift = keys.to_c(notes, self.pitch_min, self.pitch_max)
         return Checked(notes, duration, shift)
 
