@@ -517,6 +517,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     ]
     if "attributes" in info:
         rows.append(("attributes", ", ".join(info["attributes"])))
+    if "key_shifts" in info:
+        moves = ", ".join(f"{s:+d} x{n}" for s, n in info["key_shifts"])
+        rows.append(("keys", f"trained in C (preprocess.key c); pieces moved back by minus one of: {moves}"))
     if "data_here" in info:
         here = info["data_here"]
         same = "the same data" if here["matches"] else "OTHER data than this checkpoint was trained on"

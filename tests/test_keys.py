@@ -133,6 +133,7 @@ def test_generate_moves_each_piece_by_a_key_drawn_from_the_checkpoint(tmp_path, 
     (shift,) = index[keys.SHIFT_COLUMN].tolist()
     ckpt = checkpoint.load("models/best.pt")
     assert keys.of_checkpoint(ckpt) == [[shift, 1]]
+    assert checkpoint.summary(ckpt)["key_shifts"] == [[shift, 1]]  # what `midigen info` shows
     data = load_split_data()
     outputs = []
     for out in ("a", "b"):
