@@ -1,4 +1,4 @@
-"""Command line: midigen (or python -m midigen) info|render|export|tokenize|detokenize|sample|interpolate|...
+"""Command line: midigen (or python -m midigen) info|render|export|tokenize|detokenize|sample|interpolate|studio|...
 
 Representation params come from params.yaml (the `preprocess` section) when it exists, and
 flags override them, so the CLI shows exactly what the pipeline would produce.
@@ -274,8 +274,9 @@ def _generate_params(args: argparse.Namespace) -> dict:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     from midigen.data.keys import of_checkpoint
-    from midigen.generation.generate import sample, write_pieces
-    from midigen.models.base import context_from, request_from
+    from midigen.generation.attributes import parse_attributes
+    from midigen.generation.generate import checked_request, sample, write_pieces
+    from midigen.models.base import context_from
     from midigen.training.checkpoint import load_model
 
     g = _generate_params(args)
@@ -284,24 +285,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
         from midigen.export.musicxml import require_beat_grid
 
         require_beat_grid(loaded.rep, f"{args.params}: generate.formats = {g['formats']}")
-    family = loaded.family
     given = [k for k in ("max_steps", "top_k", "top_p", "primer") if getattr(args, k) is not None]
     given += ["greedy"] if args.greedy else []
     given += ["attribute"] if args.attribute else []
-    refused = [_flag(k) for k in given if k not in family.controls]
-    if refused:
-        raise ParamsError(
-            f"{', '.join(refused)}: a {family.name} model does not use {'it' if len(refused) == 1 else 'them'}"
-            f" (it takes: {', '.join(_flag(k) for k in sorted(family.controls))})"
-        )
-    if args.attribute:
-        from midigen.generation.attributes import attribute_shift, parse_attributes
-
-        attributes = parse_attributes(args.attribute)
-        attribute_shift(loaded.model, attributes)  # unknown names fail here, before any file is written
-    else:
-        attributes = ()
-    request = request_from(g, greedy=args.greedy, primer=args.primer, attributes=attributes)
+    attributes = parse_attributes(args.attribute) if args.attribute else ()
+    request = checked_request(loaded, g, given, _flag, args.greedy, args.primer, attributes)
     check_out_folder(args.out, args.force)  # before sampling, which is the slow part
     seqs = sample(loaded, request)
     # exactly what the generate stage writes for the same params: same tempo, key and program
@@ -325,8 +313,9 @@ MAX_INTERPOLATION_STEPS = 1024
 
 
 def _check_vae_flags(args: argparse.Namespace) -> None:
-    if args.temperature != 0:  # 0 = argmax; otherwise what generate.temperature accepts
-        SCHEMA["generate"]["temperature"].check("--temperature", args.temperature)
+    from midigen.generation.latent import check_temperature
+
+    check_temperature(args.temperature)
     if args.tempo is not None:
         SCHEMA["generate"]["tempo"].check("--tempo", args.tempo)
     if getattr(args, "bar", None) is not None and args.bar < 1:
@@ -379,18 +368,13 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 def _task_model(args: argparse.Namespace, task: str, transform: str):
     """A GrooVAE checkpoint for `task`, with a warning when it was not trained for it."""
-    from midigen.generation.latent import check_groove, load_latent
+    from midigen.generation.latent import load_latent, transform_warning
 
     _check_vae_flags(args)
     loaded = load_latent(args.checkpoint, args.device)
-    check_groove(loaded.model, task)
-    trained = loaded.ckpt.get("input_transform", "none")
-    if trained != transform:
-        print(
-            f"warning: {args.checkpoint} was trained with train.input_transform = {trained}; {task} works best "
-            f"with a model trained with {transform}",
-            file=sys.stderr,
-        )
+    warning = transform_warning(loaded, task, transform)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     return loaded
 
 
@@ -405,32 +389,27 @@ def _describe_hits(rep, ids) -> str:
     return f"{int(hit.sum())} hits ({per_class}); {spread}"
 
 
-def _whole_file(args: argparse.Namespace, task: str, transform: str, tap: bool) -> int:
+def _whole_file(args: argparse.Namespace, task: str) -> int:
     """humanize / tap2drum: every window of the file (bar 1 on, back to back) through the task,
     written as one file."""
-    import numpy as np
-
     from midigen.generation import latent
 
+    transform, tap = latent.FILE_TASKS[task]
     loaded = _task_model(args, task, transform)
     windows, piece = latent.file_grid(args.midi, loaded.rep, tap=tap)
     check_out_folder(args.out, args.force)
-    if task == "humanize":
-        out = latent.humanize(loaded.model, loaded.rep, windows, args.temperature, args.seed, loaded.device)
-    else:
-        out = latent.tap2drum(loaded.model, windows, args.temperature, args.seed, loaded.device)
-    ids = np.asarray(out).reshape(-1)
+    ids = latent.file_task(loaded, windows, task, args.temperature, args.seed)
     path = _write([ids], loaded, args, task, args.tempo or piece.tempo_bpm)[0]
     print(f"{path}: {windows.shape[0] * loaded.rep.bars} bars; {_describe_hits(loaded.rep, ids)}")
     return 0
 
 
 def cmd_humanize(args: argparse.Namespace) -> int:
-    return _whole_file(args, "humanize", "humanize", tap=False)
+    return _whole_file(args, "humanize")
 
 
 def cmd_tap2drum(args: argparse.Namespace) -> int:
-    return _whole_file(args, "tap2drum", "tapify", tap=True)
+    return _whole_file(args, "tap2drum")
 
 
 def cmd_transfer(args: argparse.Namespace) -> int:
@@ -447,6 +426,12 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     path = _write(out, loaded, args, "transfer", args.tempo or pattern.tempo_bpm)[0]
     print(f"{path}: {_describe_hits(loaded.rep, out[0])}")
     return 0
+
+
+def cmd_studio(args: argparse.Namespace) -> int:
+    from midigen.studio import serve
+
+    return serve(args.models, args.host, args.port, args.device)
 
 
 def _add_vae_flags(p: argparse.ArgumentParser, temperature: float, window: bool = True) -> None:
@@ -737,6 +722,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_vae_flags(p, temperature=0.0)
     p.set_defaults(func=cmd_transfer)
+
+    p = sub.add_parser("studio", help="a local web page to sample, interpolate and humanize with your checkpoints")
+    p.add_argument("--models", default="models", help="the folder of checkpoints to offer (default: models)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; any but loopback requires a token (default 127.0.0.1)",
+    )
+    p.add_argument("--port", type=_integer, default=8765, help="port; 0 = any free one (default 8765)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run (default: auto)")
+    p.set_defaults(func=cmd_studio)
     return parser
 
 

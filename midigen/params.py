@@ -107,6 +107,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "max_shift_steps": _int(100, 1, 10000),
         "velocity_bins": _int(0, 0, 128),
         "drums": Spec(str, "drop", choices=("drop", "keep")),
+        "programs": Spec(bool, False),
         "pitch_min": _int(21, 0, 127),
         "pitch_max": _int(108, 0, 127),
         "max_file_mb": _pos(10),

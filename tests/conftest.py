@@ -278,6 +278,65 @@ def trained_run(tmp_path_factory, chorale_streams, event_rep):
     return out_dir, result, params
 
 
+#: a GrooVAE small enough for a few seconds on one CPU core
+TINY_GROOVAE = {
+    "kind": "musicvae",
+    "emb_dim": 16,
+    "hidden_dim": 0,
+    "num_layers": 1,
+    "enc_layers": 0,
+    "dec_layers": 0,
+    "dropout": 0.0,
+    "decoder": "flat",
+    "z_dim": 16,
+    "enc_hidden": 32,
+    "conductor_hidden": 32,
+    "dec_hidden": 32,
+    "preset": "none",
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_groovae(tmp_path_factory):
+    """A GrooVAE (2-bar windows, trained with input_transform humanize) trained for two epochs on
+    drum performances built by tests/drum_corpus.py: (best.pt, the MIDI files it learnt from,
+    one per groove)."""
+    import torch
+    from drum_corpus import GROOVES, drum_bars, write_drum_midi
+
+    from midigen.representations.groove import GrooveGrid
+    from midigen.training.loop import train_model
+
+    root = tmp_path_factory.mktemp("grooves")
+    rng = np.random.default_rng(0)
+    files = [write_drum_midi(root / f"{g}.mid", drum_bars(g, 8, rng), 96 + 8 * i) for i, g in enumerate(GROOVES)]
+    rep = GrooveGrid(bars=2)
+    windows = np.concatenate([rep.windows_with_starts(rep.read_piece(f), hop_bars=1)[0] for f in files])
+    train = {**TINY_TRAIN, "batch_size": 8, "max_beta": 0.2, "beta_rate": 0.99, "free_bits": 0.0}
+    params = {"model": TINY_GROOVAE, "train": {**train, "input_transform": "humanize"}}
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = train_model(rep, windows.astype(np.int64), windows[:4].astype(np.int64), params, root / "out", "drums")
+    finally:
+        torch.set_num_threads(before)
+    return result.best_path, files
+
+
+@pytest.fixture(scope="session")
+def studio_workspace(trained_run, tiny_groovae, tmp_path_factory) -> Path:
+    """A folder with models/: the tiny LSTM as best.pt, the tiny GrooVAE as groove.pt and a
+    notes.pt that is no checkpoint (what `midigen studio` finds there)."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("studio")
+    (root / "models").mkdir()
+    shutil.copy(trained_run[1].best_path, root / "models" / "best.pt")
+    shutil.copy(tiny_groovae[0], root / "models" / "groove.pt")
+    (root / "models" / "notes.pt").write_text("not a checkpoint")
+    return root
+
+
 @pytest.fixture(scope="module")
 def torch_one_thread():
     """Torch on one CPU thread for a module: tiny models run faster than with threads that

@@ -73,6 +73,7 @@ def test_tokenize_reads_params_yaml_and_flags_override_it(chorale_paths, tmp_pat
             "max_shift_steps": 7,
             "velocity_bins": 0,
             "drums": "drop",
+            "programs": False,
             "pitch_min": 60,
             "pitch_max": 127,
             "max_file_mb": 10,

@@ -14,9 +14,11 @@ from midigen.representations import BOS, EOS, EventRepresentation, OutputContext
 
 
 def event_violations(rep: EventRepresentation, ids: list[int], max_note_steps: int, max_voices: int) -> list[str]:
-    """What an id sequence does wrong, found by replaying it (independent of EventGrammar)."""
-    sounding: dict[int, int] = {}  # pitch -> steps sounding
-    problems, started = [], False
+    """What an id sequence does wrong, found by replaying it (independent of EventGrammar). A
+    note is a (program, pitch): PROGRAM tokens (preprocess.programs) switch the program the
+    notes after them belong to, and may not name the program already current."""
+    sounding: dict[tuple[str, int], int] = {}  # (program, pitch) -> steps sounding
+    problems, started, program = [], False, None
     for n, i in enumerate(ids[1:], 1):  # ids[0] is <BOS>
         tok = rep.vocab[i]
         if tok in ("<PAD>", "<BOS>"):
@@ -25,8 +27,12 @@ def event_violations(rep: EventRepresentation, ids: list[int], max_note_steps: i
             if sounding or not started:
                 problems.append(f"{n}: <EOS> with {sorted(sounding)} sounding, started={started}")
             break
+        elif tok.startswith("PROGRAM_"):
+            if tok == program:
+                problems.append(f"{n}: {tok} names the current program")
+            program = tok
         elif tok.startswith("NOTE_ON_"):
-            p = int(tok.rsplit("_", 1)[1])
+            p = (program or "PROGRAM_0", int(tok.rsplit("_", 1)[1]))
             if p in sounding:
                 problems.append(f"{n}: {tok} while {p} sounds")
             sounding[p] = 0
@@ -34,16 +40,16 @@ def event_violations(rep: EventRepresentation, ids: list[int], max_note_steps: i
             if max_voices and len(sounding) > max_voices:
                 problems.append(f"{n}: {len(sounding)} voices")
         elif tok.startswith("NOTE_OFF_"):
-            p = int(tok.rsplit("_", 1)[1])
+            p = (program or "PROGRAM_0", int(tok.rsplit("_", 1)[1]))
             if sounding.get(p, 0) < 1:
-                problems.append(f"{n}: {tok} for a pitch not sounding for a step")
+                problems.append(f"{n}: {tok} for a note {p} not sounding for a step")
             sounding.pop(p, None)
         elif tok.startswith("TIME_SHIFT_"):
             k = int(tok.rsplit("_", 1)[1])
             for p in sounding:
                 sounding[p] += k
                 if max_note_steps and sounding[p] > max_note_steps:
-                    problems.append(f"{n}: pitch {p} held {sounding[p]} steps")
+                    problems.append(f"{n}: {p} held {sounding[p]} steps")
     return problems
 
 
@@ -207,7 +213,7 @@ def test_beats_round_trip_is_exact_on_every_chorale(bach_corpus, tmp_path, steps
         rep.write_midi(ids, out, OutputContext(tempo_bpm=76.0))
         back = set(zip(*(a.tolist() for a in score_notes(out, steps_per_quarter)), strict=True))
         assert {(a, p) for a, _, p in back} == set(zip(on.tolist(), pitch.tolist(), strict=True)), path.name
-        q_on, q_off, q_pitch, _ = rep.quantize(rep.read_piece(path))
+        q_on, q_off, q_pitch = rep.quantize(rep.read_piece(path))[:3]
         assert back == set(zip(q_on.tolist(), q_off.tolist(), q_pitch.tolist(), strict=True)), path.name
         exact += 1
     assert exact == len(bach_corpus) - (8 if steps_per_quarter == 4 else 0)

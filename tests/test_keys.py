@@ -147,3 +147,11 @@ def test_generate_moves_each_piece_by_a_key_drawn_from_the_checkpoint(tmp_path, 
         back = keys.fit_shift(in_c["pitch"], -shift, rep.pitch_min, rep.pitch_max)
         assert sorted(written["pitch"].tolist()) == sorted((in_c["pitch"] + back).tolist()), path.name
         assert written["pitch"].min() >= rep.pitch_min and written["pitch"].max() <= rep.pitch_max
+    # the Python API writes the same keys as the generate stage (midigen.generation.generate.keyed_contexts)
+    import yaml
+
+    import midigen.api
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    pieces = midigen.api.load("models/best.pt", "cpu", "params.yaml").sample(3)
+    assert [p.midi_bytes() for p in pieces] == outputs[0]

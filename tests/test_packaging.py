@@ -21,7 +21,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 #: requirements.txt pins that are tools of the project, not of the package (its dev extra)
-DEV_TOOLS = {"pytest", "ruff"}
+DEV_TOOLS = {"pytest", "ruff", "selenium"}
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +129,15 @@ def test_the_wheel_installs_a_midigen_command(wheel, tmp_path):
         text=True,
     )
     assert import_path.stdout.strip().startswith(str(target)), import_path  # the wheel holds every subpackage
+
+
+def test_the_wheel_carries_the_report_player_and_its_licences(wheel):
+    """The report copies midigen/report/assets next to its page: an installed midigen has them."""
+    from midigen.report.player import ASSETS, SCRIPTS
+
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+    for name in SCRIPTS:
+        assert f"midigen/report/assets/{name}" in names, name
+    for licence in (ASSETS / "licenses").iterdir():
+        assert f"midigen/report/assets/licenses/{licence.name}" in names, licence.name

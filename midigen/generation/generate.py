@@ -6,17 +6,29 @@ from __future__ import annotations
 import dataclasses
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from midigen.data.keys import back_shifts, of_checkpoint, transpose_key
-from midigen.errors import MidigenError
-from midigen.models.base import SampleRequest, context_from
+from midigen.errors import MidigenError, ParamsError
+from midigen.models.base import SampleRequest, context_from, request_from
 from midigen.parallel import progress
 from midigen.representations import OutputContext, Representation
 from midigen.training import checkpoint
+
+
+def keyed_contexts(context: OutputContext, keys: list[list[int]] | None, n: int, seed: int) -> list[OutputContext]:
+    """The output context of each of n generated pieces: `context` moved (notes and key
+    signature) by a key shift drawn from a checkpoint's `keys` (midigen.data.keys.back_shifts:
+    a model trained in C writes in the corpus's keys), the same for the same seed; `context`
+    itself for every piece without keys. What write_pieces and midigen.api write with."""
+    return [
+        dataclasses.replace(context, transpose=s, key=transpose_key(context.key, s)) if s else context
+        for s in back_shifts(keys, n, seed)
+    ]
 
 
 def write_pieces(
@@ -41,8 +53,7 @@ def write_pieces(
     A folder that cannot be written is a MidigenError naming it."""
     out_dir = Path(out_dir)
     paths = []
-    context = context or OutputContext()
-    shifts = back_shifts(keys, len(seqs), seed)
+    contexts = keyed_contexts(context or OutputContext(), keys, len(seqs), seed)
     score = "musicxml" in formats
     if score:
         from midigen.export.musicxml import require_beat_grid, write_musicxml
@@ -59,8 +70,7 @@ def write_pieces(
         # scores take about half a second each: a progress bar then
         for i, ids in enumerate(progress(seqs, desc=f"write {prefix}", unit="piece", disable=not score)):
             stem = out_dir / f"{prefix}_{i:02d}"
-            moved = dataclasses.replace(context, transpose=shifts[i], key=transpose_key(context.key, shifts[i]))
-            rep.write_midi(ids, stem.with_suffix(".mid"), moved)
+            rep.write_midi(ids, stem.with_suffix(".mid"), contexts[i])
             stem.with_suffix(".txt").write_text("\n".join(rep.ids_to_tokens(ids)) + "\n", encoding="utf-8")
             if score:
                 write_musicxml(stem.with_suffix(".mid"), stem.with_suffix(".musicxml"), quantize=grid)
@@ -78,6 +88,33 @@ def read_pieces(paths: list[Path], rep: Representation) -> list[np.ndarray]:
 def sample(loaded: checkpoint.Loaded, request: SampleRequest) -> list[np.ndarray]:
     """request.num id sequences from a loaded checkpoint, all in one batch."""
     return loaded.family.sample(loaded.model, loaded.rep, request, loaded.device)
+
+
+def checked_request(
+    loaded: checkpoint.Loaded,
+    generate_params: dict[str, Any],
+    given: list[str],
+    name: Callable[[str], str] = str,
+    greedy: bool = False,
+    primer: str | Path | None = None,
+    attributes: tuple[tuple[str, float], ...] = (),
+) -> SampleRequest:
+    """The sample request of generate params for a loaded checkpoint (what `midigen sample` and
+    midigen.api sample). ParamsError when a control in `given` (SampleRequest field names) is
+    one its family does not take, or an attribute is not one of its vectors; `name` spells a
+    control as the caller's user wrote it (a flag, a keyword)."""
+    family = loaded.family
+    refused = [name(k) for k in given if k not in family.controls]
+    if refused:
+        raise ParamsError(
+            f"{', '.join(refused)}: a {family.name} model does not use {'it' if len(refused) == 1 else 'them'}"
+            f" (it takes: {', '.join(name(k) for k in sorted(family.controls))})"
+        )
+    if attributes:
+        from midigen.generation.attributes import attribute_shift
+
+        attribute_shift(loaded.model, attributes)  # unknown names fail here, before anything is sampled
+    return request_from(generate_params, greedy=greedy, primer=primer, attributes=tuple(attributes))
 
 
 def sample_ids(

@@ -122,3 +122,71 @@ class EventGrammar(Grammar):
             "started": state["started"] | is_on,
             "elapsed": state["elapsed"] + steps,
         }
+
+
+# -- event tokens with PROGRAM tokens (preprocess.programs) ------------------------------------
+
+
+class ProgramEventGrammar(EventGrammar):
+    """EventGrammar for event tokens with PROGRAM tokens: a note sounds per (program, pitch),
+    NOTE_ON and NOTE_OFF refer to the program the last PROGRAM token named (program 0 before
+    any), max_voices and the note length limit count the notes of every program, and a PROGRAM
+    token may come anywhere except to name the program already current (the first may name any,
+    program 0 too, as encode writes it).
+
+    The rules are EventGrammar's, applied to a virtual vocabulary with one NOTE_ON/NOTE_OFF pair
+    per (program, pitch): the parent's masks come out per program and pitch, and the current
+    program's block is the row's NOTE_ON/NOTE_OFF mask. A row is never stuck: whatever the
+    parent allows in the virtual vocabulary is reachable, at worst after a PROGRAM token.
+    """
+
+    def __init__(self, rep, max_note_steps: int = 0, max_voices: int = 0, min_steps: int = 0):
+        from types import SimpleNamespace
+
+        self.n_slots, self.prog_base = rep.n_slots, rep.prog_base
+        self.n_rep_pitch = rep.pitch_max - rep.pitch_min + 1
+        self.rep_on, self.rep_off, self.rep_shift = rep.on_base, rep.off_base, rep.shift_base
+        n_virtual = self.n_slots * self.n_rep_pitch
+        virtual = SimpleNamespace(
+            pitch_min=0,
+            pitch_max=n_virtual - 1,
+            max_shift_steps=rep.max_shift_steps,
+            velocity_bins=rep.velocity_bins,
+            on_base=rep.on_base,
+            off_base=rep.on_base + n_virtual,
+            shift_base=rep.on_base + 2 * n_virtual,
+            vocab=range(rep.on_base + 2 * n_virtual + rep.max_shift_steps + rep.velocity_bins),
+        )
+        super().__init__(virtual, max_note_steps, max_voices, min_steps)
+
+    def start(self, batch: int, device: torch.device) -> dict[str, torch.Tensor]:
+        state = super().start(batch, device)
+        state["program"] = torch.full((batch,), -1, dtype=torch.long, device=device)  # -1: none named yet
+        return state
+
+    def allowed(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
+        virtual = super().allowed({k: v for k, v in state.items() if k != "program"})
+        batch, n_slots, n_pitch = virtual.shape[0], self.n_slots, self.n_rep_pitch
+        rows = torch.arange(batch, device=virtual.device)
+        named = state["program"]
+        cur = named.clamp(min=0)
+        on = virtual[:, self.on_base : self.off_base].view(batch, n_slots, n_pitch)[rows, cur]
+        off = virtual[:, self.off_base : self.shift_base].view(batch, n_slots, n_pitch)[rows, cur]
+        prog = torch.ones(batch, n_slots, dtype=torch.bool, device=virtual.device)
+        prog[rows, cur] = named < 0
+        return torch.cat([virtual[:, : self.on_base], on, off, virtual[:, self.shift_base :], prog], dim=1)
+
+    def advance(self, state: dict[str, torch.Tensor], ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        cur = state["program"]
+        offset = cur.clamp(min=0) * self.n_rep_pitch
+        is_on = (ids >= self.rep_on) & (ids < self.rep_off)
+        is_off = (ids >= self.rep_off) & (ids < self.rep_shift)
+        is_prog = ids >= self.prog_base
+        virtual = torch.where(is_on, self.on_base + offset + ids - self.rep_on, ids)
+        virtual = torch.where(is_off, self.off_base + offset + ids - self.rep_off, virtual)
+        rest = (ids >= self.rep_shift) & ~is_prog  # time shifts and velocities keep their order
+        virtual = torch.where(rest, self.shift_base + ids - self.rep_shift, virtual)
+        virtual = torch.where(is_prog, torch.zeros_like(ids), virtual)  # <PAD>: no note, no time
+        out = super().advance({k: v for k, v in state.items() if k != "program"}, virtual)
+        out["program"] = torch.where(is_prog, (ids - self.prog_base).clamp(0, self.n_slots - 1), cur)
+        return out
