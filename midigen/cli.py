@@ -21,6 +21,7 @@ from midigen.errors import MidigenError, ParamsError, run_main
 from midigen.params import DEFAULTS, SCHEMA, load_params, resolve_time_unit
 
 REP_FLAGS = (
+    "representation",
     "time_unit",
     "time_step",
     "steps_per_quarter",
