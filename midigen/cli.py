@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from midigen import representations
+from midigen.data import add as add_data
 from midigen.errors import MidigenError, ParamsError, run_main
 from midigen.params import DEFAULTS, SCHEMA, load_params, resolve_time_unit
 
@@ -534,6 +535,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_vae_flags(p, temperature=0.0)
     p.set_defaults(func=cmd_transfer)
+
+    add_data.register(sub)  # add-data: midigen/data/add.py
     return parser
 
 

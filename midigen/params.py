@@ -85,7 +85,6 @@ def _pos(default: float, hi=None, hi_open=False) -> Spec:
 SCHEMA: dict[str, dict[str, Spec]] = {
     "data": {
         "source": Spec(str, "music21:bach"),
-        "watch": Spec(str, "data/external"),
         "max_pieces": _int(0, 0),
         "workers": _int(0, 0),
     },

@@ -77,7 +77,7 @@ def scenario(tmp_path_factory, chorale_paths):
     (root / "metrics").mkdir()
 
     params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
-    params["data"].update(source=WATCHED, watch=WATCHED, max_pieces=0, workers=1)
+    params["data"].update(source=WATCHED, max_pieces=0, workers=1)
     params["model"].update(TINY_MODEL)
     params["train"].update(TINY_TRAIN)
     params["generate"].update(num_files=2, max_steps=50)
