@@ -92,6 +92,7 @@ def make_tiny_repo(
         run(["git", "config", "user.name", "midigen tests"], root, env)
         run(["git", "config", "user.email", "tests@example.invalid"], root, env)
         run([DVC, "init", "-q"], root, env)
+        shutil.copytree(PROJECT_ROOT / ".dvc/plots", root / ".dvc/plots")  # dvc.yaml's plot templates
         run(["git", "add", "-A"], root, env)
         run(["git", "commit", "-q", "-m", "tiny"], root, env)
     return env
