@@ -154,6 +154,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "beta_rate": Spec(float, 0.99, 0, 1),
         "free_bits": Spec(float, 48, 0),
         "input_transform": Spec(str, "none", choices=("none", "humanize", "tapify")),
+        "log_system_metrics": Spec(bool, False),
     },
     "generate": {
         "num_files": _int(8, 1, 1024),
@@ -188,6 +189,8 @@ SCHEMA: dict[str, dict[str, Spec]] = {
     },
     "tracking": {
         "on_error": Spec(str, "fail", choices=("fail", "warn")),
+        "registered_model_name": Spec(str, "midigen"),
+        "model_alias": Spec(str, "champion"),
     },
 }
 
