@@ -192,7 +192,10 @@ def test_mlflow_holds_one_finished_run_per_training_with_per_epoch_losses(scenar
             history = client.get_metric_history(r.info.run_id, key)
             assert sorted(m.step for m in history) == list(range(1, TINY_TRAIN["epochs"] + 1)), key
         assert "best_val_loss" in r.data.metrics
-        assert [a.path for a in client.list_artifacts(r.info.run_id)] == ["best.pt"]
+        # evaluate adds the generated MIDI, report the page (also those of the temperature
+        # experiment, whose checkpoint is the baseline's: found by its sha256)
+        assert [a.path for a in client.list_artifacts(r.info.run_id)] == ["best.pt", "generated", "report"]
+        assert "test_nll" in r.data.metrics
 
 
 def test_the_mlflow_store_lives_at_the_repo_root_and_stays_out_of_git(scenario):

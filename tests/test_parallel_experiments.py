@@ -143,7 +143,7 @@ def test_each_queued_run_keeps_best_pt_in_the_repos_mlartifacts(queued):
         tagged = dict(db.execute("select value, run_uuid from tags where key = 'dvc_exp_name'").fetchall())
     for name in queued["names"].values():
         run_id = tagged[name]
-        assert run_artifacts(root, run_id) == ["best.pt"], name
+        assert run_artifacts(root, run_id) == ["best.pt", "generated", "report"], name
         assert (root / "mlartifacts" / run_id / "artifacts" / "best.pt").is_file(), name
 
 
