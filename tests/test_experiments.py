@@ -69,7 +69,8 @@ def scenario(tmp_path_factory, chorale_paths):
     run(["git", "init", "-q"], root, env)
     run(["git", "config", "user.name", "midigen tests"], root, env)
     run(["git", "config", "user.email", "tests@example.invalid"], root, env)
-    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
+    for name in ("dvc.yaml", "params.yaml", ".gitignore", "data/external/.gitignore"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(PROJECT_ROOT / name, root / name)
     for folder in ("stages", "midigen"):
         # dvc.yaml's deps name these files; the code that runs is still the installed package
@@ -100,6 +101,7 @@ def scenario(tmp_path_factory, chorale_paths):
             (root / WATCHED).mkdir(parents=True, exist_ok=True)
             shutil.copy(src, root / WATCHED / name)
     run([DVC, "init", "-q"], root, env)
+    shutil.copytree(PROJECT_ROOT / ".dvc/plots", root / ".dvc/plots")  # dvc.yaml's plot templates
 
     out = {"root": root, "env": env, "names": names}
     out["repro"] = run([DVC, "repro"], root, env)

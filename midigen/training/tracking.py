@@ -602,10 +602,7 @@ def preflight(on_error: str = "fail") -> Tracker:
     without logging."""
     if os.environ.get(DISABLED_ENV):
         return Tracker(None, reason=os.environ[DISABLED_ENV])
-    store = Store(tracking_uri())
-    if store.kind == "http":
-        for key, value in HTTP_SETTINGS.items():
-            os.environ.setdefault(key, value)
+    store = _store()
     try:
         client, exp = _open(store)
     except TrackingError as exc:
@@ -618,11 +615,17 @@ def preflight(on_error: str = "fail") -> Tracker:
 
 
 def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """The file's sha256 (a checkpoint: read whole, as loading it does anyway)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _store() -> Store:
+    """The store to log to, with midigen's HTTP retry settings for a server (unless set)."""
+    store = Store(tracking_uri())
+    if store.kind == "http":
+        for key, value in HTTP_SETTINGS.items():
+            os.environ.setdefault(key, value)
+    return store
 
 
 def training_run(checkpoint: str | Path, what: str) -> Run:
@@ -632,10 +635,7 @@ def training_run(checkpoint: str | Path, what: str) -> Run:
     one line saying so. Never raises: the stage's results are in its files either way."""
     if os.environ.get(DISABLED_ENV):
         return _NoRun()
-    store = Store(tracking_uri())
-    if store.kind == "http":
-        for key, value in HTTP_SETTINGS.items():
-            os.environ.setdefault(key, value)
+    store = _store()
     try:
         client, exp = _open(store)
         digest = sha256_file(checkpoint)
