@@ -37,7 +37,8 @@ def log_model(run: Run, checkpoint: str | Path, generate_params: dict[str, Any],
         if name:
             register(run, logged.model_id, name, alias, tags)
 
-    run.guarded("logging the model", log)
+    with run.as_default():
+        run.guarded("logging the model", log)
 
 
 def register(run: Run, model_id: str, name: str, alias: str, tags: dict[str, str]) -> None:

@@ -218,6 +218,14 @@ class Run:
         """Run fn (more logging, e.g. midigen.training.registry's) as every call here is run."""
         self._call(what, fn)
 
+    @contextmanager
+    def as_default(self) -> Iterator[None]:
+        """MLFLOW_TRACKING_URI = this run's store while the block runs: MLflow resolves a
+        models:/ URI with a default client, whose store would otherwise be the current folder's
+        (a temporary experiment's copy of the repo)."""
+        with _env({"MLFLOW_TRACKING_URI": self.store.uri}):
+            yield
+
     def _call(self, what: str, fn: Callable[[], Any]) -> None:
         """fn(), or one warning and no more logging for this run when it fails."""
         if self.error is not None:
@@ -272,9 +280,9 @@ class Run:
 
             with warnings.catch_warnings():  # MLflow's hints on sources and integer columns, for models
                 warnings.simplefilter("ignore", UserWarning)
-                dataset = mlflow.data.from_pandas(frame, source=source, name=name)
+                entity = mlflow.data.from_pandas(frame, source=source, name=name)._to_mlflow_entity()
             tags = [InputTag("mlflow.data.context", context)]
-            self._client.log_inputs(self.run_id, datasets=[DatasetInput(dataset._to_mlflow_entity(), tags)])
+            self._client.log_inputs(self.run_id, datasets=[DatasetInput(entity, tags)])
 
         self._call(f"logging the {context} dataset", log)
 
@@ -345,6 +353,10 @@ class _NoRun(Run):
 
     @contextmanager
     def system_metrics(self, on: bool) -> Iterator[None]:
+        yield
+
+    @contextmanager
+    def as_default(self) -> Iterator[None]:
         yield
 
 
