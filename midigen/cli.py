@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from midigen import representations
+from midigen.data import add as add_data
 from midigen.errors import MidigenError, ParamsError, run_main
 from midigen.params import DEFAULTS, SCHEMA, load_params, resolve_time_unit
 
@@ -734,6 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_integer, default=8765, help="port; 0 = any free one (default 8765)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run (default: auto)")
     p.set_defaults(func=cmd_studio)
+    add_data.register(sub)  # add-data: midigen/data/add.py
     return parser
 
 

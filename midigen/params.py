@@ -94,7 +94,6 @@ def _pos(default: float, hi=None, hi_open=False) -> Spec:
 SCHEMA: dict[str, dict[str, Spec]] = {
     "data": {
         "source": Spec(str, "music21:chorales"),
-        "watch": Spec(str, "data/external"),
         "max_pieces": _int(0, 0),
         "workers": _int(0, 0),
     },
@@ -166,6 +165,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "beta_rate": Spec(float, 0.99, 0, 1),
         "free_bits": Spec(float, 48, 0),
         "input_transform": Spec(str, "none", choices=("none", "humanize", "tapify")),
+        "log_system_metrics": Spec(bool, False),
     },
     "generate": {
         "num_files": _int(8, 1, 1024),
@@ -202,6 +202,8 @@ SCHEMA: dict[str, dict[str, Spec]] = {
     },
     "tracking": {
         "on_error": Spec(str, "fail", choices=("fail", "warn")),
+        "registered_model_name": Spec(str, "midigen"),
+        "model_alias": Spec(str, "champion"),
     },
 }
 

@@ -1,7 +1,9 @@
 """Stage evaluate: test-set numbers of models/best.pt and generated vs held-out pieces
 -> metrics/eval.json, metrics/eval_features.csv (next-token models: the pieces they sample for
-the comparison -> outputs/eval/)."""
+the comparison -> outputs/eval/); the metrics and the generated MIDI go to the MLflow run that
+trained the checkpoint (found by its sha256)."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -11,6 +13,7 @@ from midigen.errors import run_main
 from midigen.evaluation.results import write_results
 from midigen.params import load_params
 from midigen.training.checkpoint import load_model
+from midigen.training.tracking import training_run
 
 GENERATED = Path("outputs/generated")
 #: the stage's output folder (dvc.yaml): the pieces a next-token model samples for the
@@ -28,6 +31,9 @@ def main() -> None:
     write_results(result, distance)
     for line in loaded.family.summary_lines(result):
         print(line)
+    run = training_run(loaded.path, "evaluation metrics and generated MIDI")
+    run.log_eval_metrics(json.loads(Path("metrics/eval.json").read_text(encoding="utf-8")))
+    run.log_artifacts(GENERATED, "generated", "*.mid")
 
 
 if __name__ == "__main__":

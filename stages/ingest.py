@@ -10,16 +10,17 @@ from midigen.params import load_params
 from midigen.table import one_line, write_frame
 
 OUT = Path("data/raw")
+#: the ingest stage's data dependency in dvc.yaml: corpora DVC tracks (dvc add, dvc import-url)
+EXTERNAL = Path("data/external")
 
 
 def main() -> None:
     p = load_params(sections=("data",))["data"]
     src = parse_source(p["source"])
-    watch = Path(p["watch"]).resolve()
-    if src.kind == "folder" and not Path(src.name).is_relative_to(watch):
+    if src.kind in ("folder", "archive") and not Path(src.name).is_relative_to(EXTERNAL.resolve()):
         print(
-            f"warning: DVC watches data.watch = {p['watch']!r}, not {src.name}; "
-            f"set data.watch to that folder too, or DVC will not notice when its files change",
+            f"warning: {src.name} is not under {EXTERNAL}/: DVC does not notice when its files change, and "
+            f"clones and queued experiments do not see it; make it DVC data: python -m midigen add-data {src.name}",
             file=sys.stderr,
         )
     shutil.rmtree(OUT, ignore_errors=True)

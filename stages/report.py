@@ -1,5 +1,7 @@
 """Stage report: metrics, samples and held-out pieces -> reports/index.html with piano rolls,
-curves, in-page MIDI players and audio (reports/img, reports/audio, reports/midi, reports/player)."""
+curves, in-page MIDI players and audio (reports/img, reports/audio, reports/midi, reports/player);
+the folder goes to the MLflow run that trained models/best.pt (found by its sha256) as the
+artifact report/."""
 
 import sys
 from pathlib import Path
@@ -7,6 +9,7 @@ from pathlib import Path
 from midigen.errors import run_main
 from midigen.params import load_params
 from midigen.report.page import build_report
+from midigen.training.tracking import training_run
 
 OUT = Path("reports")
 
@@ -16,6 +19,7 @@ def main() -> None:
     r = build_report(OUT, params)
     audio = f"{r.audio_files} audio files" if not r.audio_note else f"no audio ({r.audio_note})"
     print(f"report: {r.pieces} pieces, {audio}, {r.bytes / 1e6:.1f} MB in {r.seconds:.1f} s -> {r.index}")
+    training_run("models/best.pt", "the report").log_artifacts(OUT, "report")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Stage train: token store + split -> models/best.pt, models/last.pt, metrics/train.json,
-metrics/train_curve.csv; one MLflow run with per-epoch loss and perplexity. With train.nproc > 1
-it re-runs itself under torchrun (DDP); rank 0 alone logs, checkpoints and writes metrics.
-The MLflow store is checked first, before data is read or workers are launched (tracking.on_error)."""
+metrics/train_curve.csv; one MLflow run with per-epoch loss and perplexity, the training and
+validation pieces as dataset inputs, best.pt, the checkpoint's sha256 as a tag (how evaluate and
+report find the run) and the model as a registered pyfunc model. With train.nproc > 1 it re-runs
+itself under torchrun (DDP); rank 0 alone logs, checkpoints and writes metrics. The MLflow store
+is checked first, before data is read or workers are launched (tracking.on_error)."""
 
 import os
 import sys
@@ -18,7 +20,8 @@ from midigen.params import load_params
 from midigen.training import distributed
 from midigen.training.devices import pick_device
 from midigen.training.loop import train_model, training_summary
-from midigen.training.tracking import no_run, preflight
+from midigen.training.registry import log_model
+from midigen.training.tracking import CHECKPOINT_TAG, no_run, preflight, sha256_file
 
 MODELS = Path("models")
 
@@ -43,21 +46,30 @@ def main() -> int | None:
     tags = {"dataset_fingerprint": data_fp, "data_source": params["data"]["source"]}
     logged = {k: params[k] for k in ("data", "preprocess", "split", "model", "train")}
     with tracker.start_run(logged, tags) if world.is_main and tracker else no_run() as run:
-        result = train_model(
-            rep,
-            train_data,
-            val_data,
-            params,
-            MODELS,
-            data_fp,
-            extra=keys.checkpoint_entry(data.pieces("train")),
-            on_epoch=lambda row: run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"]),
-        )
+        counts = data.split["split"].value_counts()
+        for split, context in (("train", "training"), ("val", "validation")):
+            if counts.get(split, 0):
+                run.log_dataset(
+                    data.pieces(split), f"{params['data']['source']} {split}", context, "data/tokens/index.csv"
+                )
+        with run.system_metrics(params["train"]["log_system_metrics"]):
+            result = train_model(
+                rep,
+                train_data,
+                val_data,
+                params,
+                MODELS,
+                data_fp,
+                extra=keys.checkpoint_entry(data.pieces("train")),
+                on_epoch=lambda row: run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"]),
+            )
         best = result.history.best()
         summary = training_summary(result)
         run.log_metrics({"best_val_loss": best["val_loss"], "best_val_perplexity": best["val_perplexity"]})
-        run.set_tags({"device": result.device})
+        run.set_tags({"device": result.device, CHECKPOINT_TAG: sha256_file(result.best_path)})
         run.log_artifact(result.best_path)
+        t = params["tracking"]
+        log_model(run, result.best_path, params["generate"], t["registered_model_name"], t["model_alias"])
     if not world.is_main:
         return
     write_json("metrics/train.json", summary)

@@ -376,7 +376,7 @@ def stage_workdir(tmp_path: Path, source: Path, workers: int = 2) -> Path:
     work = tmp_path / "work"
     work.mkdir()
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
-    params["data"].update(source=str(source), watch=str(source), workers=workers)
+    params["data"].update(source=str(source), workers=workers)
     params["preprocess"]["representation"] = FOLDER_REPRESENTATION
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     return work

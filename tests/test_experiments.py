@@ -69,7 +69,8 @@ def scenario(tmp_path_factory, chorale_paths):
     run(["git", "init", "-q"], root, env)
     run(["git", "config", "user.name", "midigen tests"], root, env)
     run(["git", "config", "user.email", "tests@example.invalid"], root, env)
-    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
+    for name in ("dvc.yaml", "params.yaml", ".gitignore", "data/external/.gitignore"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(PROJECT_ROOT / name, root / name)
     for folder in ("stages", "midigen"):
         # dvc.yaml's deps name these files; the code that runs is still the installed package
@@ -77,7 +78,7 @@ def scenario(tmp_path_factory, chorale_paths):
     (root / "metrics").mkdir()
 
     params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
-    params["data"].update(source=WATCHED, watch=WATCHED, max_pieces=0, workers=1)
+    params["data"].update(source=WATCHED, max_pieces=0, workers=1)
     params["model"].update(TINY_MODEL)
     params["train"].update(TINY_TRAIN)
     params["generate"].update(num_files=2, max_steps=50)
@@ -100,6 +101,7 @@ def scenario(tmp_path_factory, chorale_paths):
             (root / WATCHED).mkdir(parents=True, exist_ok=True)
             shutil.copy(src, root / WATCHED / name)
     run([DVC, "init", "-q"], root, env)
+    shutil.copytree(PROJECT_ROOT / ".dvc/plots", root / ".dvc/plots")  # dvc.yaml's plot templates
 
     out = {"root": root, "env": env, "names": names}
     out["repro"] = run([DVC, "repro"], root, env)
@@ -192,7 +194,10 @@ def test_mlflow_holds_one_finished_run_per_training_with_per_epoch_losses(scenar
             history = client.get_metric_history(r.info.run_id, key)
             assert sorted(m.step for m in history) == list(range(1, TINY_TRAIN["epochs"] + 1)), key
         assert "best_val_loss" in r.data.metrics
-        assert [a.path for a in client.list_artifacts(r.info.run_id)] == ["best.pt"]
+        # evaluate adds the generated MIDI, report the page (also those of the temperature
+        # experiment, whose checkpoint is the baseline's: found by its sha256)
+        assert [a.path for a in client.list_artifacts(r.info.run_id)] == ["best.pt", "generated", "report"]
+        assert "test_nll" in r.data.metrics
 
 
 def test_the_mlflow_store_lives_at_the_repo_root_and_stays_out_of_git(scenario):

@@ -67,7 +67,7 @@ def tiny_params_yaml(
     root: Path, model: dict | None = None, train: dict | None = None, corpus: str = WATCHED, **sections
 ) -> dict:
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
-    params["data"].update(source=corpus, watch=corpus, max_pieces=0, workers=1)
+    params["data"].update(source=corpus, max_pieces=0, workers=1)
     params["preprocess"]["representation"] = FOLDER_REPRESENTATION
     params["model"].update({**TINY_MODEL, **(model or {})})
     params["train"].update({**TINY_TRAIN, **(train or {})})
@@ -82,12 +82,14 @@ def tiny_params_yaml(
 def make_tiny_repo(
     root: Path, home: Path, chorale_paths: list[Path], git: bool = True, corpus: str = WATCHED, **params
 ) -> dict:
-    """A copy of the project (dvc.yaml, stages, midigen, tiny params) with a tiny watched corpus
-    at `corpus` (data.source = data.watch); with git=True also `git init` + `dvc init` and one
-    commit (a corpus under data/external/ is git-ignored, as in the project)."""
+    """A copy of the project (dvc.yaml, stages, midigen, tiny params) with a tiny corpus at
+    `corpus` (data.source; by default under data/external/, the ingest stage's dependency); with
+    git=True also `git init` + `dvc init` and one commit (a corpus under data/external/ is
+    git-ignored, as in the project: `dvc add` it to make it DVC data)."""
     root.mkdir(parents=True, exist_ok=True)
     env = repo_env(home)
-    for name in ("dvc.yaml", ".gitignore"):
+    for name in ("dvc.yaml", ".gitignore", "data/external/.gitignore"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(PROJECT_ROOT / name, root / name)
     for folder in ("stages", "midigen"):
         # dvc.yaml's deps name these files; the code that runs is still the installed package
@@ -100,6 +102,7 @@ def make_tiny_repo(
         run(["git", "config", "user.name", "midigen tests"], root, env)
         run(["git", "config", "user.email", "tests@example.invalid"], root, env)
         run([DVC, "init", "-q"], root, env)
+        shutil.copytree(PROJECT_ROOT / ".dvc/plots", root / ".dvc/plots")  # dvc.yaml's plot templates
         run(["git", "add", "-A"], root, env)
         run(["git", "commit", "-q", "-m", "tiny"], root, env)
     return env

@@ -108,6 +108,22 @@ def test_a_second_repro_does_nothing(drum_repo):
     assert "Running stage" not in out
 
 
+@pytest.mark.pipeline
+def test_dvc_plots_show_draws_the_vaes_kl_reconstruction_and_accuracy(drum_repo):
+    root, env = drum_repo[0], drum_repo[1]
+    proc = subprocess.run([DVC, "plots", "show", "--json"], cwd=root, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    shown = json.loads(proc.stdout)
+    failed = {e["name"] for e in shown.get("errors", [])}
+    assert failed == {"groove_losses"}, shown.get("errors")  # GrooVAE's losses: not in a drums curve
+    for name in ("kl", "reconstruction", "accuracy", "loss"):
+        (plot,) = shown["data"][name]
+        values = plot["content"]["data"]["values"]
+        assert len(values) == 2 * 2, (name, values)  # two columns (train, val) by two epochs
+    (bars,) = shown["data"]["set_distance"]
+    assert bars["content"]["encoding"]["x"]["scale"] == {"zero": True}
+
+
 def _cli(args: list[str], cwd) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "midigen", *args], cwd=cwd, capture_output=True, text=True, timeout=120

@@ -13,7 +13,7 @@ from midigen.params import load_params, validate
 
 SECTIONS = ("data", "preprocess", "split")
 GOOD = {
-    "data": {"source": "music21:bach", "watch": "data/external", "max_pieces": 0, "workers": 0},
+    "data": {"source": "music21:bach", "max_pieces": 0, "workers": 0},
     "preprocess": {
         "representation": "events",
         "time_unit": "auto",

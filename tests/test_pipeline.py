@@ -44,7 +44,7 @@ def repo(tmp_path_factory):
     # dvc.yaml's deps name midigen/*.py; the code that runs is still the installed package
     shutil.copytree(PROJECT_ROOT / "midigen", root / "midigen", ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
-    params["data"].update(source=WATCHED, watch=WATCHED, max_pieces=0, workers=1)
+    params["data"].update(source=WATCHED, max_pieces=0, workers=1)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     for i in range(6):
         write_pretty_midi(root / WATCHED / f"tune_{i}.mid", random_melody(100 + i, n=16))

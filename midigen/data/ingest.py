@@ -7,7 +7,13 @@ Sources:
 - ``builtin:nabiya``: a one-song dataset (midigen/data/builtin.py) written under ``data/raw/midi/``,
   assigned to the training split in the manifest (val and test fall back to it), for smoke runs;
 - a path to a folder of .mid/.midi files (recursive, any case): listed in place, not copied,
-  with a content hash per file so a changed file changes the manifest. A metadata CSV at the
+  with a content hash per file so a changed file changes the manifest (a path relative to the
+  project root when the folder is inside it, e.g. a corpus tracked with `dvc add` under
+  data/external/, so the manifest is the same in every clone);
+- a path to an archive (.zip, .tar, .tar.gz/.tgz, .tar.bz2, .tar.xz; e.g. fetched with
+  `dvc import-url`): its MIDI files and CSV files are extracted under ``data/raw/midi/`` (names
+  that would leave that folder are listed as failed) and read as a folder; an archive that holds
+  one top folder (the Groove MIDI Dataset's groove/, MAESTRO's maestro-v3.0.0/) is read from it. A metadata CSV at the
   folder's root with a ``midi_filename`` column (the Groove MIDI Dataset's ``info.csv``) is
   joined onto the manifest; a metadata column named like a manifest column (rel_path, path,
   size, sha1) is kept as ``meta_<name>``.
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,16 +59,23 @@ CORPUS_PARTS = {"chorales": 4}
 CORPUS_FOLDER = {"chorales": "bach"}
 MIDI_SUFFIXES = (".mid", ".midi")
 MANIFEST_COLUMNS = ["rel_path", "path", "size", "sha1"]
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+#: what is taken out of an archive: the music and the metadata tables that may name its split
+EXTRACT_SUFFIXES = (*MIDI_SUFFIXES, ".csv")
+#: an archive member larger than this is not extracted (no MIDI file is; a zip bomb would be)
+MAX_MEMBER_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
 class Source:
-    kind: str  # "music21", "builtin" or "folder"
-    name: str  # corpus name or folder path
+    kind: str  # "music21", "builtin", "folder" or "archive"
+    name: str  # corpus name, folder or archive path
 
     def describe(self) -> str:
         if self.kind == "builtin":
             return f"built-in dataset '{self.name}'"
+        if self.kind == "archive":
+            return f"archive {self.name}"
         return f"music21 corpus '{self.name}'" if self.kind == "music21" else f"folder {self.name}"
 
 
@@ -84,10 +98,12 @@ def parse_source(source: str) -> Source:
             raise DataError(f"data.source = {source!r}: unknown; built-in datasets: " + ", ".join(BUILTIN))
         return Source("builtin", name)
     path = Path(source).expanduser()
+    if path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES):
+        return Source("archive", str(path.resolve()))
     if not path.is_dir():
         raise DataError(
-            f"data.source = {source!r}: not a folder (expected a folder of .mid/.midi files "
-            f"or one of {', '.join('music21:' + n for n in MUSIC21_CORPORA)})"
+            f"data.source = {source!r}: not a folder (expected a folder of .mid/.midi files, an archive "
+            f"({', '.join(ARCHIVE_SUFFIXES)}) or one of {', '.join('music21:' + n for n in MUSIC21_CORPORA)})"
         )
     return Source("folder", str(path.resolve()))
 
@@ -392,7 +408,7 @@ def ingest_folder(root: Path, max_pieces: int, workers: int) -> tuple[pd.DataFra
             if size is None:
                 failed.append((rel, digest))
             else:
-                rows.append((rel, path_to_text(path), size, digest))
+                rows.append((rel, path_to_text(portable_path(path)), size, digest))
     except WorkerCrash as crash:
         rel = name_to_text(Path(crash.job).relative_to(root).as_posix()) if crash.job else "(no file)"
         where = f"data.source = {str(root)!r}"
@@ -402,6 +418,88 @@ def ingest_folder(root: Path, max_pieces: int, workers: int) -> tuple[pd.DataFra
     if meta is not None:
         manifest = manifest.merge(meta, on="rel_path", how="left")
     return manifest, pd.DataFrame(failed, columns=["source", "reason"])
+
+
+# -- archives ---------------------------------------------------------------------------------
+
+
+def _member_path(name: str) -> str | None:
+    """An archive member's name as a safe relative path, or None when it would leave the
+    extraction folder (absolute, a drive, ..)."""
+    parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
+    if not parts or name.startswith(("/", "\\")) or ".." in parts or ":" in parts[0]:
+        return None
+    return "/".join(parts)
+
+
+def _archive_members(archive: Path):
+    """(name, size, open) of every regular file in a zip or tar archive, in archive order (a
+    compressed tar is read once, front to back)."""
+    import tarfile
+    import zipfile
+
+    if archive.name.lower().endswith(".zip"):
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                if not info.is_dir():
+                    yield info.filename, info.file_size, lambda info=info: zf.open(info)
+        return
+    with tarfile.open(archive) as tf:
+        for info in tf:
+            if info.isfile():
+                yield info.name, info.size, lambda info=info: tf.extractfile(info)
+
+
+def extract_archive(archive: Path, out_dir: Path) -> tuple[Path, list[tuple[str, str]]]:
+    """Extract the MIDI and CSV files of `archive` under out_dir; (the folder to read, failures).
+    Only regular files are written, by midigen itself (no links, no names outside out_dir)."""
+    import tarfile
+    import zipfile
+
+    from tqdm import tqdm
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    failed: list[tuple[str, str]] = []
+    try:
+        with tqdm(desc=f"extract {archive.name}", unit="file", mininterval=1.0) as bar:
+            for name, size, open_member in _archive_members(archive):
+                if not name.lower().endswith(EXTRACT_SUFFIXES):
+                    continue
+                bar.update()
+                rel = _member_path(name)
+                if rel is None:
+                    failed.append((name_to_text(name), "its name would leave the extraction folder: not extracted"))
+                    continue
+                if size > MAX_MEMBER_BYTES:
+                    failed.append(
+                        (rel, f"{size / 2**20:.0f} MB: larger than {MAX_MEMBER_BYTES >> 20} MB, not extracted")
+                    )
+                    continue
+                target = out_dir / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with open_member() as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+    except (OSError, EOFError, zipfile.BadZipFile, tarfile.TarError) as exc:
+        raise DataError(
+            f"data.source = {str(archive)!r}: not a readable archive ({type(exc).__name__}: {exc})"
+        ) from None
+    root = out_dir
+    while True:  # GMD's groove/, MAESTRO's maestro-v3.0.0/: read from the one top folder
+        entries = list(root.iterdir())
+        if len(entries) != 1 or not entries[0].is_dir():
+            break
+        root = entries[0]
+    return root, failed
+
+
+def ingest_archive(archive: Path, out_dir: Path, max_pieces: int, workers: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    stem = _safe_stem(archive.name.split(".")[0])
+    root, failed = extract_archive(archive, out_dir / "midi" / stem)
+    try:
+        manifest, more = ingest_folder(root, max_pieces, workers)
+    except DataError:
+        raise DataError(f"data.source = {str(archive)!r}: no .mid or .midi files in the archive") from None
+    return manifest, pd.concat([pd.DataFrame(failed, columns=["source", "reason"]), more], ignore_index=True)
 
 
 def ingest_builtin(name: str, out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -429,6 +527,8 @@ def ingest(
         manifest, failed = ingest_builtin(src.name, out_dir)
     elif src.kind == "music21":
         manifest, failed = ingest_music21(src.name, out_dir, max_pieces, workers, crashes)
+    elif src.kind == "archive":
+        manifest, failed = ingest_archive(Path(src.name), out_dir, max_pieces, workers)
     else:
         manifest, failed = ingest_folder(Path(src.name), max_pieces, workers)
     if manifest.empty:

@@ -121,8 +121,8 @@ def train_model(
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
     # nproc stays out: any number of processes sees the same batches, so a run killed on 4 GPUs
-    # may resume on 2
-    same_run = {k: v for k, v in tp.items() if k != "nproc"}
+    # may resume on 2; so does what MLflow records (log_system_metrics)
+    same_run = {k: v for k, v in tp.items() if k not in ("nproc", "log_system_metrics")}
     run_fp = fingerprint({"train": same_run, "model": mp, "data": data_fingerprint, "rep": rep.config()})
 
     model = family.build(mp, rep).to(device)

@@ -16,10 +16,18 @@ line naming the store; tracking.on_error decides whether that stops the stage (f
 training goes on without logging (warn). Once training runs, a logging failure never stops it:
 one warning, no more logging for that run, and the run ends FAILED with a tag saying why (when
 the store takes that last write; otherwise a warning names the run left behind).
+
+After training. The run carries the checkpoint's sha256 as a tag (CHECKPOINT_TAG), so the stages
+after train find it by the bytes of models/best.pt (`training_run`) and log to it: evaluate its
+metrics and the generated MIDI, report the page. The checkpoint itself holds no run id: it stays
+byte-identical for the same data and params, and dvc.lock with it. The model is logged as an
+MLflow pyfunc model (midigen.training.pyfunc) and registered (midigen.training.registry);
+the training split is logged as a dataset input.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import socket
@@ -50,6 +58,8 @@ HTTP_SETTINGS = {
 DISABLED_ENV = "MIDIGEN_TRACKING_DISABLED"
 SQLITE_HEADER = b"SQLite format 3\x00"
 DB_PORTS = {"postgresql": 5432, "postgres": 5432, "mysql": 3306, "mssql": 1433}
+#: the run tag holding the sha256 of the run's models/best.pt: how later stages find the run
+CHECKPOINT_TAG = "midigen.checkpoint_sha256"
 
 
 class TrackingError(MidigenError):
@@ -189,24 +199,42 @@ class Run:
     of the run: training goes on (every epoch is in metrics/train_curve.csv anyway), and a
     store that went away costs at most one timeout, not one per epoch."""
 
-    def __init__(self, client, run_id: str, store: Store):
+    #: what the warning of a failed call says goes on
+    GOES_ON = "training goes on without logging, every epoch is still written to metrics/train_curve.csv"
+
+    def __init__(self, client, run_id: str, store: Store, experiment_id: str | None = None, goes_on: str = GOES_ON):
         self._client = client
         self.run_id = run_id
         self.store = store
+        self.experiment_id = experiment_id
+        self.goes_on = goes_on
         self.error: str | None = None
 
+    @property
+    def client(self):
+        return self._client
+
+    def guarded(self, what: str, fn: Callable[[], Any]) -> None:
+        """Run fn (more logging, e.g. midigen.training.registry's) as every call here is run."""
+        self._call(what, fn)
+
+    @contextmanager
+    def as_default(self) -> Iterator[None]:
+        """MLFLOW_TRACKING_URI = this run's store while the block runs: MLflow resolves a
+        models:/ URI with a default client, whose store would otherwise be the current folder's
+        (a temporary experiment's copy of the repo)."""
+        with _env({"MLFLOW_TRACKING_URI": self.store.uri}):
+            yield
+
     def _call(self, what: str, fn: Callable[[], Any]) -> None:
+        """fn(), or one warning and no more logging for this run when it fails."""
         if self.error is not None:
             return
         try:
             fn()
         except Exception as exc:  # never let logging end a training
             self.error = f"{what} failed: {short_reason(exc)}"
-            print(
-                f"warning: mlflow: {self.error} ({self.store.describe()}); training goes on without logging, "
-                "every epoch is still written to metrics/train_curve.csv",
-                flush=True,
-            )
+            print(f"warning: mlflow: {self.error} ({self.store.describe()}); {self.goes_on}", flush=True)
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         from mlflow.entities import Metric
@@ -232,12 +260,75 @@ class Run:
         batch = [RunTag(k, str(v)) for k, v in tags.items()]
         self._call("setting tags", lambda: self._client.log_batch(self.run_id, tags=batch))
 
+    def log_artifacts(self, folder: str | Path, artifact_path: str, pattern: str = "*") -> None:
+        """The files of `folder` matching `pattern` (recursively) under artifact_path/."""
+        folder = Path(folder)
+        for f in sorted(p for p in folder.rglob(pattern) if p.is_file()):
+            where = (Path(artifact_path) / f.parent.relative_to(folder)).as_posix()
+            self._call(
+                f"saving {f.name}", lambda f=f, where=where: self._client.log_artifact(self.run_id, str(f), where)
+            )
+
+    def log_dataset(self, frame, name: str, context: str, source: str) -> None:
+        """A table (e.g. a split's rows of the token index) as an MLflow dataset input."""
+
+        def log():
+            import warnings
+
+            import mlflow.data
+            from mlflow.entities import DatasetInput, InputTag
+
+            with warnings.catch_warnings():  # MLflow's hints on sources and integer columns, for models
+                warnings.simplefilter("ignore", UserWarning)
+                entity = mlflow.data.from_pandas(frame, source=source, name=name)._to_mlflow_entity()
+            tags = [InputTag("mlflow.data.context", context)]
+            self._client.log_inputs(self.run_id, datasets=[DatasetInput(entity, tags)])
+
+        self._call(f"logging the {context} dataset", log)
+
+    def log_eval_metrics(self, metrics: dict[str, Any]) -> None:
+        """Every number of a (nested) metrics dict, named by its path (c2st.accuracy; characters
+        MLflow refuses in a name become "_", and "+" "plus": voice_count.8plus)."""
+        flat = {
+            re.sub(r"[^\w\-. :/]", "_", k.replace("+", "plus")): v
+            for k, v in flatten(metrics).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+        keys = sorted(flat)
+        for i in range(0, len(keys), 1000):  # MLflow takes at most 1000 metrics per batch
+            self.log_metrics({k: flat[k] for k in keys[i : i + 1000]})
+
+    @contextmanager
+    def system_metrics(self, on: bool) -> Iterator[None]:
+        """MLflow's system metrics monitor (CPU, memory, disk, network, GPU) while the block runs."""
+        monitor = None
+        if on and self.error is None:
+            try:
+                from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+                monitor = SystemMetricsMonitor(self.run_id, tracking_uri=self.store.uri)
+                monitor.start()
+            except Exception as exc:  # e.g. psutil missing: training goes on
+                print(f"warning: mlflow: no system metrics ({short_reason(exc)})", flush=True)
+                monitor = None
+        try:
+            yield
+        finally:
+            if monitor is not None:
+                try:
+                    monitor.finish()
+                except Exception:
+                    pass
+
 
 class _NoRun(Run):
     """What ranks other than 0 of a distributed run log to, and a training without logging."""
 
     def __init__(self):
         self.error = None
+
+    def _call(self, what: str, fn: Callable[[], Any]) -> None:
+        pass
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         pass
@@ -250,6 +341,23 @@ class _NoRun(Run):
 
     def set_tags(self, tags: dict[str, str]) -> None:
         pass
+
+    def log_artifacts(self, folder: str | Path, artifact_path: str, pattern: str = "*") -> None:
+        pass
+
+    def log_dataset(self, frame, name: str, context: str, source: str) -> None:
+        pass
+
+    def log_eval_metrics(self, metrics: dict[str, Any]) -> None:
+        pass
+
+    @contextmanager
+    def system_metrics(self, on: bool) -> Iterator[None]:
+        yield
+
+    @contextmanager
+    def as_default(self) -> Iterator[None]:
+        yield
 
 
 @contextmanager
@@ -466,7 +574,7 @@ class Tracker:
             )
             yield _NoRun()
             return
-        run = Run(self.client, info.run_id, self.store)
+        run = Run(self.client, info.run_id, self.store, self.experiment_id)
         run.log_params(flatten(params))
         status = "FAILED"
         try:
@@ -506,10 +614,7 @@ def preflight(on_error: str = "fail") -> Tracker:
     without logging."""
     if os.environ.get(DISABLED_ENV):
         return Tracker(None, reason=os.environ[DISABLED_ENV])
-    store = Store(tracking_uri())
-    if store.kind == "http":
-        for key, value in HTTP_SETTINGS.items():
-            os.environ.setdefault(key, value)
+    store = _store()
     try:
         client, exp = _open(store)
     except TrackingError as exc:
@@ -519,3 +624,47 @@ def preflight(on_error: str = "fail") -> Tracker:
         os.environ[DISABLED_ENV] = str(exc)
         return Tracker(None, reason=str(exc))
     return Tracker(store, exp.experiment_id, client)
+
+
+def sha256_file(path: str | Path) -> str:
+    """The file's sha256 (a checkpoint: read whole, as loading it does anyway)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _store() -> Store:
+    """The store to log to, with midigen's HTTP retry settings for a server (unless set)."""
+    store = Store(tracking_uri())
+    if store.kind == "http":
+        for key, value in HTTP_SETTINGS.items():
+            os.environ.setdefault(key, value)
+    return store
+
+
+def training_run(checkpoint: str | Path, what: str) -> Run:
+    """The MLflow run that trained `checkpoint` (the latest run tagged with its sha256), to log
+    `what` (e.g. "evaluation metrics") to; a run that logs nothing when the store is broken or
+    holds no such run (a checkpoint pulled from a DVC remote, a training without logging), with
+    one line saying so. Never raises: the stage's results are in its files either way."""
+    if os.environ.get(DISABLED_ENV):
+        return _NoRun()
+    store = _store()
+    try:
+        client, exp = _open(store)
+        digest = sha256_file(checkpoint)
+        runs = client.search_runs(
+            [exp.experiment_id],
+            filter_string=f"tags.`{CHECKPOINT_TAG}` = '{digest}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+    except TrackingError as exc:
+        print(f"warning: {exc}; {what} not logged to MLflow", flush=True)
+        return _NoRun()
+    except Exception as exc:
+        print(f"warning: mlflow: {store.describe()}: {short_reason(exc)}; {what} not logged to MLflow", flush=True)
+        return _NoRun()
+    if not runs:
+        print(f"mlflow: no run trained {checkpoint} (sha256 {digest[:12]}) in {store.describe()}; {what} not logged")
+        return _NoRun()
+    print(f"mlflow: {what} -> run {runs[0].info.run_id} ({_redact(store.uri)})", flush=True)
+    return Run(client, runs[0].info.run_id, store, exp.experiment_id, goes_on=f"{what} not logged")
