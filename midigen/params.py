@@ -121,7 +121,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "dedupe_by": Spec(str, "file", choices=("file", "notes")),
     },
     "model": {
-        "kind": Spec(str, "lstm", choices=("lstm", "musicvae", "ngram")),
+        "kind": Spec(str, "lstm", choices=("lstm", "musicvae", "ngram", "transformer")),
         "emb_dim": _int(128, 0),
         "hidden_dim": _int(256, 1),
         "num_layers": _int(2, 1, 8),
@@ -133,8 +133,14 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "dec_hidden": _int(128, 1),
         "enc_layers": _int(1, 0, 8),
         "dec_layers": _int(1, 0, 8),
-        "preset": Spec(str, "none", choices=("none", "groovae_4bar")),
+        "preset": Spec(str, "none", choices=("none", "groovae_4bar", "transformer_cpu", "transformer_gpu")),
         "order": _int(4, 1, 10),
+        "layers": _int(4, 1, 48),
+        "heads": _int(4, 1, 64),
+        "d_model": _int(128, 2),
+        "d_ff": _int(512, 1),
+        "context": _int(256, 2, 65536),
+        "position": Spec(str, "rotary", choices=("rotary", "alibi")),
     },
     "train": {
         "epochs": _int(20, 1),
@@ -266,6 +272,25 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "grad_clip": 1.0,
             "weight_decay": 0.0,
         },
+    },
+    # model.kind transformer, sized for a laptop CPU: the default sizes, trained on windows as
+    # long as its context with a gentler LR than the LSTM's (see the README's Transformer section)
+    "transformer_cpu": {
+        "model": {"kind": "transformer", "layers": 4, "heads": 4, "d_model": 128, "d_ff": 512, "context": 256},
+        "train": {"seq_len": 256, "lr": 0.001, "warmup_steps": 100},
+    },
+    # one GPU and a large corpus (Lakh, MAESTRO): ~25 M parameters, 1024 tokens of context
+    "transformer_gpu": {
+        "model": {
+            "kind": "transformer",
+            "layers": 8,
+            "heads": 8,
+            "d_model": 512,
+            "d_ff": 2048,
+            "context": 1024,
+            "dropout": 0.1,
+        },
+        "train": {"seq_len": 1024, "batch_size": 64, "lr": 0.0006, "warmup_steps": 1000},
     },
 }
 

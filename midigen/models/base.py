@@ -202,6 +202,26 @@ class Family:
         return []
 
 
+class TokenLM(nn.Module):
+    """What every next-token model shares: a dataclass `config`, and generate() through the
+    batched sampler. A subclass implements forward(ids (B, T), state) -> (logits (B, T, vocab),
+    state) and keep_rows(state, keep)."""
+
+    config: Any
+
+    def config_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self.config)
+
+    def generate(self, prompts: list[list[int]], max_steps: int, eos_id: int, *args, **kwargs) -> list[list[int]]:
+        """Continue every prompt at once: midigen.generation.sampling.generate_tokens (temperature,
+        top_k, top_p, generator, greedy, grammar)."""
+        from midigen.generation.sampling import generate_tokens
+
+        return generate_tokens(self, prompts, max_steps, eos_id, *args, **kwargs)
+
+
 class TokenLMFamily(Family):
     """Next-token language models over "sequence" stores (the LSTM, the n-gram baseline, ...):
     random windows of train.seq_len ids, cross-entropy, batched sampling from <BOS> or a primer,

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from midigen.errors import ParamsError
-from midigen.models.base import TokenLMFamily
+from midigen.models.base import TokenLM, TokenLMFamily
 from midigen.representations import Representation
 
 
@@ -24,7 +24,7 @@ class LSTMConfig:
     dropout: float
 
 
-class LSTMLM(nn.Module):
+class LSTMLM(TokenLM):
     def __init__(self, config: LSTMConfig):
         super().__init__()
         self.config = config
@@ -48,16 +48,6 @@ class LSTMLM(nn.Module):
     def keep_rows(state: tuple, keep: torch.Tensor) -> tuple:
         """The state of the batch rows where keep is True (finished pieces leave the batch)."""
         return tuple(s[:, keep] for s in state)
-
-    def config_dict(self) -> dict:
-        return asdict(self.config)
-
-    def generate(self, prompts: list[list[int]], max_steps: int, eos_id: int, *args, **kwargs) -> list[list[int]]:
-        """Continue every prompt at once: midigen.generation.sampling.generate_tokens (temperature,
-        top_k, top_p, generator, greedy)."""
-        from midigen.generation.sampling import generate_tokens
-
-        return generate_tokens(self, prompts, max_steps, eos_id, *args, **kwargs)
 
 
 class LSTMFamily(TokenLMFamily):

@@ -1,0 +1,222 @@
+"""The `transformer` family: a decoder-only causal Transformer next-token model, for every token
+representation (the "sequence" stores the LSTM reads, trained and evaluated the same way).
+
+Pre-norm blocks (LayerNorm -> attention -> residual, LayerNorm -> GELU MLP -> residual), relative
+position information (rotary embeddings by default, ALiBi with model.position: alibi; no absolute
+position table, so nothing ties a token to where its window happened to start), input and output
+embeddings tied, dropout on embeddings, attention and residual branches, and attention through
+torch.nn.functional.scaled_dot_product_attention (flash kernels on CUDA; bf16 autocast and
+torch.compile come from the training loop there).
+
+Context: the model sees at most model.context tokens. It trains on windows of train.seq_len
+(<= model.context, checked); when sampling, its state is a key/value cache (KVCache), so each new
+token costs one position, and once a piece outgrows the context the cache keeps only the last
+model.context - 1 positions: a sliding window. Both position schemes encode only the distance
+between a query and a key, so the cached keys stay valid as the window slides, and a token at
+any position sees at most the context it was trained with. The full forward pass over a sequence
+longer than the context uses the same sliding window, so cached and uncached logits agree.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from midigen.errors import ParamsError
+from midigen.models.base import TokenLM, TokenLMFamily
+from midigen.representations import Representation
+
+POSITIONS = ("rotary", "alibi")
+ROTARY_BASE = 10000.0
+
+
+@dataclass
+class TransformerConfig:
+    """Sizes of a TransformerLM; the defaults live in the params schema (midigen/params.py)."""
+
+    vocab_size: int
+    d_model: int
+    layers: int
+    heads: int
+    d_ff: int
+    context: int
+    dropout: float
+    position: str = "rotary"
+
+
+@dataclass
+class KVCache:
+    """The sampling state: per layer the keys (rotary already applied) and values of the last
+    positions, (batch, heads, positions, head_dim) each, and `pos`, the absolute position of the
+    next token. Every row of a batch is at the same position (the sampler feeds them in step)."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    pos: int
+
+    def keep_rows(self, keep: torch.Tensor) -> KVCache:
+        return KVCache([k[keep] for k in self.keys], [v[keep] for v in self.values], self.pos)
+
+
+def rotary_angles(positions: torch.Tensor, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin) of the rotary angles, (T, head_dim / 2) each; computed in float64 so that far
+    positions (a long piece sampled through the sliding window) keep their precision."""
+    freqs = ROTARY_BASE ** (-torch.arange(0, head_dim, 2, dtype=torch.float64, device=positions.device) / head_dim)
+    angles = positions.to(torch.float64)[:, None] * freqs[None, :]
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x (B, H, T, D) rotated pairwise (first half with second half) by the angles."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+def alibi_slopes(heads: int) -> torch.Tensor:
+    """ALiBi's head slopes (Press et al. 2022): a geometric sequence from 2^(-8/heads)."""
+    return torch.tensor([2.0 ** (-8.0 * (h + 1) / heads) for h in range(heads)])
+
+
+class Block(nn.Module):
+    def __init__(self, c: TransformerConfig):
+        super().__init__()
+        self.heads, self.head_dim = c.heads, c.d_model // c.heads
+        self.norm1 = nn.LayerNorm(c.d_model)
+        self.qkv = nn.Linear(c.d_model, 3 * c.d_model)
+        self.proj = nn.Linear(c.d_model, c.d_model)
+        self.norm2 = nn.LayerNorm(c.d_model)
+        self.mlp = nn.Sequential(nn.Linear(c.d_model, c.d_ff), nn.GELU(), nn.Linear(c.d_ff, c.d_model))
+        self.drop = nn.Dropout(c.dropout)
+        self.attn_dropout = c.dropout
+
+    def forward(self, x, rot, mask, past: tuple[torch.Tensor, torch.Tensor] | None):
+        """x (B, T, d); rot: (cos, sin) or None (ALiBi: in mask); mask: None (causal within x)
+        or the float/bool attention mask over past + new keys. Returns (x, (keys, values))."""
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        if rot is not None:
+            q, k = apply_rotary(q, *rot), apply_rotary(k, *rot)
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+        drop = self.attn_dropout if self.training else 0.0
+        if mask is None:
+            att = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=t > 1)
+        else:
+            if mask.is_floating_point():
+                mask = mask.to(q.dtype)
+            att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=drop)
+        x = x + self.drop(self.proj(att.transpose(1, 2).reshape(b, t, d)))
+        x = x + self.drop(self.mlp(self.norm2(x)))
+        return x, (k, v)
+
+
+class TransformerLM(TokenLM):
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        if config.d_model % config.heads or (config.d_model // config.heads) % 2:
+            raise ValueError(f"d_model {config.d_model} must split into {config.heads} heads of an even size")
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
+        self.norm = nn.LayerNorm(config.d_model)
+        self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.head.weight = self.embed.weight  # tied input and output embeddings
+        self.register_buffer("slopes", alibi_slopes(config.heads), persistent=False)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """GPT-2's: N(0, 0.02), the residual projections scaled by 1 / sqrt(2 x layers)."""
+        for name, p in self.named_parameters():
+            if p.dim() >= 2:
+                std = (
+                    0.02 / math.sqrt(2 * self.config.layers) if name.endswith(("proj.weight", "mlp.2.weight")) else 0.02
+                )
+                nn.init.normal_(p, 0.0, std)
+            elif name.endswith("bias"):
+                nn.init.zeros_(p)
+
+    def _mask(self, q_pos: torch.Tensor, k_pos: torch.Tensor) -> torch.Tensor | None:
+        """The attention mask of queries at q_pos over keys at k_pos: causal and within the
+        context (a query sees itself and context - 1 keys before it); ALiBi adds its distance
+        penalty. None when plain causal attention over the new tokens is exactly that."""
+        dist = q_pos[:, None] - k_pos[None, :]
+        allowed = (dist >= 0) & (dist < self.config.context)
+        if self.config.position == "alibi":
+            bias = -self.slopes[:, None, None] * dist[None].float()
+            return bias.masked_fill(~allowed[None], float("-inf"))[None]
+        t, past = q_pos.shape[0], k_pos.shape[0] - q_pos.shape[0]
+        if t == 1 or (past == 0 and t <= self.config.context):
+            return None  # one new token over the kept cache, or plain causal attention: no mask needed
+        return allowed
+
+    def forward(self, x: torch.Tensor, state: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
+        """x: (batch, time) ids, state: the cache of the positions before (None: x starts the
+        sequence) -> logits (batch, time, vocab), the cache including x's positions."""
+        t = x.shape[1]
+        start = state.pos if state is not None else 0
+        past_len = state.keys[0].shape[2] if state is not None else 0
+        q_pos = torch.arange(start, start + t, device=x.device)
+        k_pos = torch.arange(start - past_len, start + t, device=x.device)
+        rot = (
+            rotary_angles(q_pos, self.config.d_model // self.config.heads) if self.config.position == "rotary" else None
+        )
+        mask = self._mask(q_pos, k_pos)
+        h = self.drop(self.embed(x))
+        keys, values = [], []
+        keep = self.config.context - 1  # the positions the next token may still see
+        for i, block in enumerate(self.blocks):
+            past = (state.keys[i], state.values[i]) if state is not None else None
+            h, (k, v) = block(h, rot, mask, past)
+            keys.append(k[:, :, -keep:] if keep else k[:, :, :0])
+            values.append(v[:, :, -keep:] if keep else v[:, :, :0])
+        return self.head(self.norm(h)), KVCache(keys, values, start + t)
+
+    @staticmethod
+    def keep_rows(state: KVCache, keep: torch.Tensor) -> KVCache:
+        """The cache of the batch rows where keep is True (finished pieces leave the batch)."""
+        return state.keep_rows(keep)
+
+
+class TransformerFamily(TokenLMFamily):
+    name = "transformer"
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        mp, tp = params["model"], params["train"]
+        if mp["d_model"] % mp["heads"] or (mp["d_model"] // mp["heads"]) % 2:
+            raise ParamsError(
+                f"model.d_model = {mp['d_model']} must split into model.heads = {mp['heads']} heads of an even size"
+            )
+        if tp["seq_len"] > mp["context"]:
+            raise ParamsError(
+                f"train.seq_len = {tp['seq_len']} is longer than model.context = {mp['context']}: the transformer "
+                "sees at most model.context tokens (raise model.context or lower train.seq_len)"
+            )
+
+    def build(self, model_params: dict[str, Any], rep: Representation) -> TransformerLM:
+        mp = model_params
+        return TransformerLM(
+            TransformerConfig(
+                len(rep.vocab),
+                mp["d_model"],
+                mp["layers"],
+                mp["heads"],
+                mp["d_ff"],
+                mp["context"],
+                mp["dropout"],
+                mp["position"],
+            )
+        )
+
+    def from_config(self, config: dict[str, Any]) -> TransformerLM:
+        return TransformerLM(TransformerConfig(**config))
+
+
+FAMILY = TransformerFamily()
