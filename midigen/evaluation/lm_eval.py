@@ -206,6 +206,10 @@ def evaluate_token_model(
         "num_generated": len(gen_ids),
         "num_test": len(test_ids),
     }
+    if rep.name == "voices":  # the model harmonizes the test chorales' sopranos
+        from midigen.evaluation.harmonization import evaluate_harmonization
+
+        result["harmonization"] = evaluate_harmonization(model, rep, test_ids, params["generate"], device)
     return result, distance
 
 
@@ -257,4 +261,8 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
             f"  {mode:8s} decoding: longest run {d['longest_run']['mean']:.1f}, distinct share "
             f"{d['distinct_share']['mean']:.3f}, free-running accuracy {d['free_running_accuracy']['mean']:.3f}"
         )
+    if "harmonization" in result:
+        from midigen.evaluation.harmonization import summary_line
+
+        lines.append(summary_line(result["harmonization"]))
     return lines
