@@ -32,12 +32,12 @@ def tiny(position: str = "rotary", context: int = 12, vocab: int = 40, seed: int
     return TransformerLM(TransformerConfig(vocab, 16, 2, 2, 32, context, 0.1, position)).eval()
 
 
-def stepwise(model: TransformerLM, x: torch.Tensor, first: int) -> torch.Tensor:
-    """The logits of x fed as the sampler feeds it: `first` ids at once, then one at a time."""
+def stepwise(model: TransformerLM, x: torch.Tensor, first: int, chunk: int = 1) -> torch.Tensor:
+    """The logits of x fed as the sampler feeds it: `first` ids at once, then `chunk` at a time."""
     logits, state = model(x[:, :first])
     out = [logits]
-    for t in range(first, x.shape[1]):
-        step, state = model(x[:, t : t + 1], state)
+    for t in range(first, x.shape[1], chunk):
+        step, state = model(x[:, t : t + chunk], state)
         out.append(step)
     return torch.cat(out, dim=1)
 
@@ -59,9 +59,11 @@ def test_past_the_context_the_cache_slides_the_same_window_as_the_full_pass(posi
     with torch.no_grad():
         full, _ = model(x)
         cached = stepwise(model, x, 3)
+        chunked = stepwise(model, x, 2, chunk=4)  # several new ids over a cache that has wrapped
         _, state = model(x)
     assert torch.allclose(cached, full, atol=1e-5, rtol=0)
-    assert state.keys[0].shape[2] == 5 and state.pos == 20  # context - 1 positions kept
+    assert torch.allclose(chunked, full, atol=1e-5, rtol=0)
+    assert state.keys[0].shape[2] == 6 and state.pos == 20  # the last `context` positions kept
     # the window really limits what a token sees: the last logits do not depend on token 0
     changed = x.clone()
     changed[:, 0] = (changed[:, 0] + 1) % 40
