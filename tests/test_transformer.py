@@ -156,3 +156,23 @@ def test_a_transformer_trains_in_the_one_loop_and_samples_from_the_cli(
     for txt in out.glob("sample_*.txt"):
         tokens = txt.read_text(encoding="utf-8").split()
         assert tokens[0] == "<BOS>" and 2 <= len(tokens) <= 301
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+def test_on_cuda_one_training_step_and_one_cached_sampling_step_run_in_bf16(event_rep):
+    from midigen.training.devices import autocast
+
+    device = torch.device("cuda")
+    model = tiny(context=16).to(device).train()
+    x = torch.randint(3, 40, (4, 16), device=device)
+    with autocast(device):
+        logits, _ = model(x)
+    loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, 40), x.roll(-1, 1).reshape(-1))
+    loss.backward()
+    assert torch.isfinite(loss) and model.embed.weight.grad is not None
+    model.eval()
+    with torch.no_grad(), autocast(device):
+        full, _ = model(x)
+        _, state = model(x[:, :15])
+        step, _ = model(x[:, 15:], state)
+    assert torch.allclose(step[:, 0].float(), full[:, 15].float(), atol=0.1)  # bf16: loose
