@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_params
+from test_model import reference_greedy
 
 from midigen.errors import ParamsError
 from midigen.generation.sampling import generate_tokens
@@ -72,25 +73,13 @@ def test_past_the_context_the_cache_slides_the_same_window_as_the_full_pass(posi
         assert not torch.allclose(model(changed)[0][:, 3], full[:, 3], atol=1e-6)
 
 
-def greedy_without_cache(model: TransformerLM, prompt: list[int], steps: int) -> list[int]:
-    """Greedy decoding by running the whole sequence again for every new id (no cache)."""
-    ids = list(prompt)
-    for _ in range(steps):
-        logits, _ = model(torch.tensor([ids]))
-        nxt = int(logits[0, -1].argmax())
-        ids.append(nxt)
-        if nxt == EOS:
-            break
-    return ids
-
-
 def test_the_batched_sampler_with_the_cache_decodes_like_the_uncached_model(torch_one_thread):
     model = tiny(context=10)
     with torch.no_grad():  # a strong <EOS> after id 7, so rows end at different steps and leave the batch
         model.embed.weight[7] += 2.0 * model.embed.weight[EOS] / model.embed.weight[EOS].norm()
     prompts = [[BOS], [BOS, 7, 9], [BOS, 11, 4, 5, 6, 30, 31, 32, 33, 34, 12]]  # the last is past the context
     out = generate_tokens(model, prompts, 25, EOS, greedy=True)
-    assert out == [greedy_without_cache(model, p, 25) for p in prompts]
+    assert out == [reference_greedy(model, p, 25, EOS) for p in prompts]  # no cache: the whole sequence each step
 
 
 def test_grammar_masks_and_primers_work_for_the_transformer(chorale_ids, event_rep, torch_one_thread):

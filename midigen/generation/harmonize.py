@@ -123,7 +123,7 @@ def harmonize_many(
     """One piece per melody, all in one batch (see the module docstring); request gives the
     sampling controls (temperature, top_k, top_p, greedy, seed) and limits.max_voices the
     number of voices (default: the representation's)."""
-    from midigen.generation.sampling import generate_tokens
+    from midigen.generation.sampling import sample_request
 
     if rep.name != "voices":
         raise MidigenError(
@@ -135,21 +135,8 @@ def harmonize_many(
         raise MidigenError(f"--voices {voices}: the model writes 1 to {rep.max_voices} voices")
     limits = GrammarLimits(limits.max_note_beats, voices, limits.tempo_bpm)
     grammar = HarmonizeGrammar(rep, limits, melodies)
-    gen = torch.Generator(device=device)
-    gen.manual_seed(request.seed)
     longest = max(m.column.shape[0] for m in melodies)
-    out = generate_tokens(
-        model,
-        [[BOS]] * len(melodies),
-        longest * (voices + 1) + 1,
-        EOS,
-        request.temperature,
-        request.top_k,
-        request.top_p,
-        generator=gen,
-        greedy=request.greedy,
-        grammar=grammar,
-    )
+    out = sample_request(model, [[BOS]] * len(melodies), longest * (voices + 1) + 1, EOS, request, grammar)
     return [np.asarray(o, dtype=np.int64) for o in out]
 
 

@@ -276,27 +276,14 @@ class TokenLMFamily(Family):
         self, model: nn.Module, rep: Representation, request: SampleRequest, device: torch.device
     ) -> list[np.ndarray]:
         """request.num pieces, each from <BOS> (or the primer's tokens) to <EOS> or max_steps."""
-        from midigen.generation.sampling import generate_tokens
+        from midigen.generation.sampling import sample_request
 
         prompt = [BOS]
         if request.primer is not None:
             ids = rep.encode(rep.read_piece(request.primer))
             prompt = ids[:-1].tolist()  # without <EOS>, so the model continues
-        gen = torch.Generator(device=device)
-        gen.manual_seed(request.seed)
         grammar = rep.grammar(request.limits) if request.limits is not None else None
-        out = generate_tokens(
-            model,
-            [prompt] * request.num,
-            request.max_steps,
-            EOS,
-            request.temperature,
-            request.top_k,
-            request.top_p,
-            generator=gen,
-            greedy=request.greedy,
-            grammar=grammar,
-        )
+        out = sample_request(model, [prompt] * request.num, request.max_steps, EOS, request, grammar)
         return [np.asarray(o, dtype=np.int64) for o in out]
 
     def evaluate(
