@@ -71,11 +71,10 @@ def melody_frames(rep, notes: np.ndarray, source: str = "melody") -> Melody:
 
 class HarmonizeGrammar(Grammar):
     """The voices grammar with each row's soprano forced from its melody (module docstring).
-    Extra state per row: its melody's index in `plans`."""
+    Extra state per row: `melody`, its melody's index in the tables."""
 
     def __init__(self, rep, limits: GrammarLimits, melodies: list[Melody]):
         self.base = rep.grammar(limits)
-        self.rep = rep
         longest = max(m.column.shape[0] for m in melodies)
         # per melody and frame the id to force first: a soprano note, or ||| for a rest; <EOS> after the end
         plan = np.full((len(melodies), longest + 1), EOS, dtype=np.int64)
@@ -85,29 +84,27 @@ class HarmonizeGrammar(Grammar):
             forced = np.where(m.struck, rep.new_base, rep.tie_base) + m.column
             plan[i, :n] = np.where(m.column >= 0, forced, rep.frame_id)
             prev_col[i, 1 : n + 1] = m.column
-        self.plan = torch.from_numpy(plan)
-        self.prev_col = torch.from_numpy(prev_col)
+        # per melody and frame: the one id allowed first, and what the voices below may take
+        # (not a tie into the pitch the soprano held in the frame before); looked up each step
+        vocab = len(rep.vocab)
+        self.forced = torch.zeros(plan.shape + (vocab,), dtype=torch.bool)
+        self.forced.scatter_(2, torch.from_numpy(plan)[..., None], True)
+        self.below = torch.ones(plan.shape + (vocab,), dtype=torch.bool)
+        row, f = np.nonzero(prev_col >= 0)
+        self.below[row, f, rep.tie_base + prev_col[row, f]] = False
+        self.frames = plan.shape[1]
 
     def start(self, batch: int, device: torch.device) -> dict[str, torch.Tensor]:
+        self.forced, self.below = self.forced.to(device), self.below.to(device)
         state = self.base.start(batch, device)
-        state["melody"] = torch.arange(batch, device=device) % self.plan.shape[0]
+        state["melody"] = torch.arange(batch, device=device) % self.forced.shape[0]
         return state
 
     def allowed(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
         mask = self.base.allowed(state)
-        plan, prev = self.plan.to(mask.device), self.prev_col.to(mask.device)
-        rows = torch.arange(mask.shape[0], device=mask.device)
-        frame = state["frames"].clamp(max=plan.shape[1] - 1)
-        forced = plan[state["melody"], frame]
-        first = state["count"] == 0  # nothing written in this frame yet
-        one_hot = torch.zeros_like(mask)
-        one_hot[rows, forced] = True
-        # below the soprano: no tie into the pitch the soprano held in the frame before
-        left = prev[state["melody"], frame]
-        no_tie = torch.ones_like(mask)
-        tied = rows[left >= 0]
-        no_tie[tied, self.rep.tie_base + left[left >= 0]] = False
-        return torch.where(first[:, None], one_hot, mask & no_tie)
+        melody, frame = state["melody"], state["frames"].clamp(max=self.frames - 1)
+        first = state["count"] == 0  # nothing written in this frame yet: the forced id
+        return torch.where(first[:, None], self.forced[melody, frame], mask & self.below[melody, frame])
 
     def advance(self, state: dict[str, torch.Tensor], ids: torch.Tensor) -> dict[str, torch.Tensor]:
         melody = state["melody"]

@@ -41,7 +41,15 @@ class LSTMLM(TokenLM):
 
     def forward(self, x: torch.Tensor, state=None) -> tuple[torch.Tensor, tuple]:
         """x: (batch, time) ids -> logits (batch, time, vocab), LSTM state."""
-        out, state = self.lstm(self.drop(self.embed(x)), state)
+        # oneDNN's LSTM kernel re-packs its weights on every call: for the sampler's one-token
+        # steps on the CPU the plain kernel is ~3x faster (1.4 vs 4.0 ms a step, batch 38, measured)
+        step = x.shape[1] == 1 and x.device.type == "cpu" and not torch.is_grad_enabled()
+        before = torch.backends.mkldnn.set_flags(_enabled=False, _fp32_precision=None)[0] if step else None
+        try:
+            out, state = self.lstm(self.drop(self.embed(x)), state)
+        finally:
+            if step:
+                torch.backends.mkldnn.set_flags(_enabled=before, _fp32_precision=None)
         return self.head(self.drop(out)), state
 
     @staticmethod
