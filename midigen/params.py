@@ -186,6 +186,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "primer_tokens": _int(8, 1),
         "classifier_folds": _int(5, 2, 100),
         "classifier_resamples": _int(20, 1, 1000),
+        "harmonize_pieces": _int(16, 0, 1024),
     },
     "report": {
         "audio": Spec(bool, True),

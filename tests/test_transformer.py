@@ -64,7 +64,7 @@ def test_past_the_context_the_cache_slides_the_same_window_as_the_full_pass(posi
         _, state = model(x)
     assert torch.allclose(cached, full, atol=1e-5, rtol=0)
     assert torch.allclose(chunked, full, atol=1e-5, rtol=0)
-    assert state.keys[0].shape[2] == 6 and state.pos == 20  # the last `context` positions kept
+    assert state.values[0].shape[2] == 6 and state.pos == 20  # the last `context` positions kept
     # the window really limits what a token sees: the last logits do not depend on token 0
     changed = x.clone()
     changed[:, 0] = (changed[:, 0] + 1) % 40

@@ -206,10 +206,11 @@ def evaluate_token_model(
         "num_generated": len(gen_ids),
         "num_test": len(test_ids),
     }
-    if rep.name == "voices":  # the model harmonizes the test chorales' sopranos
+    if rep.name == "voices" and ev["harmonize_pieces"]:  # the model harmonizes test chorales' sopranos
         from midigen.evaluation.harmonization import evaluate_harmonization
 
-        result["harmonization"] = evaluate_harmonization(model, rep, test_ids, params["generate"], device)
+        pieces = test_ids[: ev["harmonize_pieces"]]
+        result["harmonization"] = evaluate_harmonization(model, rep, pieces, params["generate"], device)
     return result, distance
 
 

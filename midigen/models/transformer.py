@@ -53,8 +53,9 @@ class TransformerConfig:
 @dataclass
 class KVCache:
     """The sampling state: per layer a ring buffer of the keys (rotary already applied) and
-    values of the last model.context positions, (batch, heads, context, head_dim) each, position
-    p in slot p % context; `pos`, the number of positions seen (the next token's position).
+    values of the last model.context positions, keys (batch, heads, head_dim, context) (stored
+    transposed: one query times them is the faster matmul), values (batch, heads, context,
+    head_dim), position p in slot p % context; `pos`, the number of positions seen (the next token's position).
     Every row of a batch is at the same position (the sampler feeds them in step)."""
 
     keys: list[torch.Tensor]
@@ -67,7 +68,7 @@ class KVCache:
     def slot_positions(self, context: int) -> torch.Tensor:
         """The position held in each filled slot, slot order."""
         n = min(self.pos, context)
-        slots = torch.arange(n, device=self.keys[0].device)
+        slots = torch.arange(n, device=self.values[0].device)
         return (self.pos - 1) - ((self.pos - 1 - slots) % context)
 
 
@@ -112,22 +113,24 @@ class Block(nn.Module):
             q, k = apply_rotary(q, *rot), apply_rotary(k, *rot)
         return q, k, v
 
-    def finish(self, x: torch.Tensor, q, k, v, mask) -> torch.Tensor:
+    def finish(self, x: torch.Tensor, q, k, v, mask, k_transposed: bool = False) -> torch.Tensor:
         """Attention of q over k, v (mask None: causal when q is several positions, else all
-        keys), then the residual branches."""
+        keys; k_transposed: k is (B, heads, head_dim, keys)), then the residual branches."""
         b, t, d = x.shape
         drop = self.attn_dropout if self.training else 0.0
         if t == 1 and not drop:
             # one query (sampling): two small matmuls beat SDPA's CPU kernel ~10x (measured), same numbers
-            scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)
+            scores = (q.contiguous() @ (k if k_transposed else k.transpose(-1, -2))) / math.sqrt(self.head_dim)
             if mask is not None:
                 scores = (
                     scores + mask.to(scores.dtype) if mask.is_floating_point() else scores.masked_fill(~mask, -math.inf)
                 )
             att = torch.softmax(scores, dim=-1) @ v
         elif mask is None:
+            k = k.transpose(-1, -2) if k_transposed else k
             att = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=t > 1)
         else:
+            k = k.transpose(-1, -2) if k_transposed else k
             att = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask.to(q.dtype) if mask.is_floating_point() else mask, dropout_p=drop
             )
@@ -202,20 +205,21 @@ class TransformerLM(TokenLM):
             q, k, v = block.qkv(h, rot)
             if step:
                 kb, vb = state.keys[i], state.values[i]
-                kb[:, :, start % c] = k[:, :, 0]
+                kb[..., start % c] = k[:, :, 0]
                 vb[:, :, start % c] = v[:, :, 0]
-                h = block.finish(h, q, kb[:, :, :filled], vb[:, :, :filled], mask)
+                h = block.finish(h, q, kb[..., :filled], vb[:, :, :filled], mask, k_transposed=True)
             else:
                 if state is not None:
                     n = past_pos.shape[0]
                     kb, vb = state.keys[i].clone(), state.values[i].clone()
-                    k_all, v_all = torch.cat([kb[:, :, :n], k], dim=2), torch.cat([vb[:, :, :n], v], dim=2)
+                    k_all = torch.cat([kb[..., :n].transpose(-1, -2), k], dim=2)
+                    v_all = torch.cat([vb[:, :, :n], v], dim=2)
                 else:
-                    kb = k.new_zeros(k.shape[0], k.shape[1], c, k.shape[3])
-                    vb = torch.zeros_like(kb)
+                    vb = k.new_zeros(k.shape[0], k.shape[1], c, k.shape[3])
+                    kb = vb.transpose(-1, -2).contiguous()
                     k_all, v_all = k, v
                 h = block.finish(h, q, k_all, v_all, mask)
-                kb[:, :, slots] = k[:, :, -slots.shape[0] :].detach()
+                kb[..., slots] = k[:, :, -slots.shape[0] :].detach().transpose(-1, -2)
                 vb[:, :, slots] = v[:, :, -slots.shape[0] :].detach()
             keys.append(kb)
             values.append(vb)
