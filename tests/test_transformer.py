@@ -51,6 +51,7 @@ def test_cached_step_by_step_logits_equal_the_full_sequence_logits(position, tor
         full, _ = model(x)
         for first in (1, 5):
             assert torch.allclose(stepwise(model, x, first), full, atol=1e-5, rtol=0)
+    assert model(x)[1] is None  # with gradients (training) no cache is built
 
 
 @pytest.mark.parametrize("position", ["rotary", "alibi"])

@@ -119,7 +119,8 @@ class Block(nn.Module):
         b, t, d = x.shape
         drop = self.attn_dropout if self.training else 0.0
         if t == 1 and not drop:
-            # one query (sampling): two small matmuls beat SDPA's CPU kernel ~10x (measured), same numbers
+            # one query (sampling): two small matmuls beat SDPA's CPU kernel (1.4 vs 2.2 ms a layer,
+            # batch 16, 256 cached positions, measured), same numbers
             scores = (q.contiguous() @ (k if k_transposed else k.transpose(-1, -2))) / math.sqrt(self.head_dim)
             if mask is not None:
                 scores = (
@@ -179,10 +180,10 @@ class TransformerLM(TokenLM):
             return None
         return allowed
 
-    def forward(self, x: torch.Tensor, state: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
+    def forward(self, x: torch.Tensor, state: KVCache | None = None) -> tuple[torch.Tensor, KVCache | None]:
         """x: (batch, time) ids, state: the cache of the positions before (None: x starts the
         sequence; a state passed in is updated in place) -> logits (batch, time, vocab), the
-        cache including x's positions."""
+        cache including x's positions. With gradients on (training) no cache is built: None."""
         c = self.config.context
         t = x.shape[1]
         start = state.pos if state is not None else 0
@@ -199,6 +200,7 @@ class TransformerLM(TokenLM):
             past_pos = state.slot_positions(c) if state is not None else q_pos[:0]
             k_pos = torch.cat([past_pos, q_pos])
         mask = self._mask(q_pos, k_pos)
+        cache = state is not None or not torch.is_grad_enabled()
         keys, values = [], []
         slots = q_pos[-min(t, c) :] % c
         for i, block in enumerate(self.blocks):
@@ -208,6 +210,9 @@ class TransformerLM(TokenLM):
                 kb[..., start % c] = k[:, :, 0]
                 vb[:, :, start % c] = v[:, :, 0]
                 h = block.finish(h, q, kb[..., :filled], vb[:, :, :filled], mask, k_transposed=True)
+            elif not cache:
+                h = block.finish(h, q, k, v, mask)
+                continue
             else:
                 if state is not None:
                     n = past_pos.shape[0]
@@ -223,7 +228,7 @@ class TransformerLM(TokenLM):
                 vb[:, :, slots] = v[:, :, -slots.shape[0] :].detach()
             keys.append(kb)
             values.append(vb)
-        return self.head(self.norm(h)), KVCache(keys, values, start + t)
+        return self.head(self.norm(h)), KVCache(keys, values, start + t) if cache else None
 
     @staticmethod
     def keep_rows(state: KVCache, keep: torch.Tensor) -> KVCache:
