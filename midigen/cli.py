@@ -1,4 +1,4 @@
-"""Command line: python -m midigen tokenize|detokenize|sample|interpolate|reconstruct|humanize|tap2drum|transfer ...
+"""Command line: midigen (or python -m midigen) info|render|export|tokenize|detokenize|sample|interpolate|studio|...
 
 Representation params come from params.yaml (the `preprocess` section) when it exists, and
 flags override them, so the CLI shows exactly what the pipeline would produce.
@@ -10,6 +10,7 @@ with older files) is one `error:` line and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import sys
@@ -53,6 +54,36 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's help, with "(default: X)" added to every option whose help does not say its
+    default already (a flag that is off unless given: "default: off")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not action.option_strings or action.required or "default" in text or action.default is argparse.SUPPRESS:
+            return text
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            shown = "on" if action.default else "off"
+        elif action.default in (None, []):
+            return text  # tests/test_cli_tools.py fails: such a help must say what happens without the flag
+        else:
+            shown = action.default
+        return f"{text} (default: {shown})"
+
+
+def version() -> str:
+    """The installed package's version (its metadata), else midigen.__version__ (a source tree)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("midigen")
+    except PackageNotFoundError:
+        from midigen import __version__
+
+        return __version__
 
 
 def _integer(text: str) -> int:
@@ -242,34 +273,26 @@ def _generate_params(args: argparse.Namespace) -> dict:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from midigen.generation.generate import sample, write_pieces
-    from midigen.models.base import context_from, request_from
+    from midigen.generation.attributes import parse_attributes
+    from midigen.generation.generate import checked_request, sample, write_pieces
+    from midigen.models.base import context_from
     from midigen.training.checkpoint import load_model
 
     g = _generate_params(args)
     loaded = load_model(args.checkpoint, args.device)
-    family = loaded.family
+    if "musicxml" in g["formats"]:  # before sampling, which is the slow part
+        from midigen.export.musicxml import require_beat_grid
+
+        require_beat_grid(loaded.rep, f"{args.params}: generate.formats = {g['formats']}")
     given = [k for k in ("max_steps", "top_k", "top_p", "primer") if getattr(args, k) is not None]
     given += ["greedy"] if args.greedy else []
     given += ["attribute"] if args.attribute else []
-    refused = [_flag(k) for k in given if k not in family.controls]
-    if refused:
-        raise ParamsError(
-            f"{', '.join(refused)}: a {family.name} model does not use {'it' if len(refused) == 1 else 'them'}"
-            f" (it takes: {', '.join(_flag(k) for k in sorted(family.controls))})"
-        )
-    if args.attribute:
-        from midigen.generation.attributes import attribute_shift, parse_attributes
-
-        attributes = parse_attributes(args.attribute)
-        attribute_shift(loaded.model, attributes)  # unknown names fail here, before any file is written
-    else:
-        attributes = ()
-    request = request_from(g, greedy=args.greedy, primer=args.primer, attributes=attributes)
+    attributes = parse_attributes(args.attribute) if args.attribute else ()
+    request = checked_request(loaded, g, given, _flag, args.greedy, args.primer, attributes)
     check_out_folder(args.out, args.force)  # before sampling, which is the slow part
     seqs = sample(loaded, request)
     # exactly what the generate stage writes for the same params: same tempo, key and program
-    paths = write_pieces(seqs, loaded.rep, args.out, clear=False, context=context_from(g))
+    paths = write_pieces(seqs, loaded.rep, args.out, clear=False, context=context_from(g), formats=g["formats"])
     for path, ids in zip(paths, seqs, strict=True):
         print(f"{path}  ({len(ids)} tokens)")
     return 0
@@ -310,8 +333,9 @@ MAX_INTERPOLATION_STEPS = 1024
 
 
 def _check_vae_flags(args: argparse.Namespace) -> None:
-    if args.temperature != 0:  # 0 = argmax; otherwise what generate.temperature accepts
-        SCHEMA["generate"]["temperature"].check("--temperature", args.temperature)
+    from midigen.generation.latent import check_temperature
+
+    check_temperature(args.temperature)
     if args.tempo is not None:
         SCHEMA["generate"]["tempo"].check("--tempo", args.tempo)
     if getattr(args, "bar", None) is not None and args.bar < 1:
@@ -364,18 +388,13 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
 
 def _task_model(args: argparse.Namespace, task: str, transform: str):
     """A GrooVAE checkpoint for `task`, with a warning when it was not trained for it."""
-    from midigen.generation.latent import check_groove, load_latent
+    from midigen.generation.latent import load_latent, transform_warning
 
     _check_vae_flags(args)
     loaded = load_latent(args.checkpoint, args.device)
-    check_groove(loaded.model, task)
-    trained = loaded.ckpt.get("input_transform", "none")
-    if trained != transform:
-        print(
-            f"warning: {args.checkpoint} was trained with train.input_transform = {trained}; {task} works best "
-            f"with a model trained with {transform}",
-            file=sys.stderr,
-        )
+    warning = transform_warning(loaded, task, transform)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     return loaded
 
 
@@ -390,32 +409,27 @@ def _describe_hits(rep, ids) -> str:
     return f"{int(hit.sum())} hits ({per_class}); {spread}"
 
 
-def _whole_file(args: argparse.Namespace, task: str, transform: str, tap: bool) -> int:
+def _whole_file(args: argparse.Namespace, task: str) -> int:
     """humanize / tap2drum: every window of the file (bar 1 on, back to back) through the task,
     written as one file."""
-    import numpy as np
-
     from midigen.generation import latent
 
+    transform, tap = latent.FILE_TASKS[task]
     loaded = _task_model(args, task, transform)
     windows, piece = latent.file_grid(args.midi, loaded.rep, tap=tap)
     check_out_folder(args.out, args.force)
-    if task == "humanize":
-        out = latent.humanize(loaded.model, loaded.rep, windows, args.temperature, args.seed, loaded.device)
-    else:
-        out = latent.tap2drum(loaded.model, windows, args.temperature, args.seed, loaded.device)
-    ids = np.asarray(out).reshape(-1)
+    ids = latent.file_task(loaded, windows, task, args.temperature, args.seed)
     path = _write([ids], loaded, args, task, args.tempo or piece.tempo_bpm)[0]
     print(f"{path}: {windows.shape[0] * loaded.rep.bars} bars; {_describe_hits(loaded.rep, ids)}")
     return 0
 
 
 def cmd_humanize(args: argparse.Namespace) -> int:
-    return _whole_file(args, "humanize", "humanize", tap=False)
+    return _whole_file(args, "humanize")
 
 
 def cmd_tap2drum(args: argparse.Namespace) -> int:
-    return _whole_file(args, "tap2drum", "tapify", tap=True)
+    return _whole_file(args, "tap2drum")
 
 
 def cmd_transfer(args: argparse.Namespace) -> int:
@@ -432,6 +446,12 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     path = _write(out, loaded, args, "transfer", args.tempo or pattern.tempo_bpm)[0]
     print(f"{path}: {_describe_hits(loaded.rep, out[0])}")
     return 0
+
+
+def cmd_studio(args: argparse.Namespace) -> int:
+    from midigen.studio import serve
+
+    return serve(args.models, args.host, args.port, args.device)
 
 
 def _add_vae_flags(p: argparse.ArgumentParser, temperature: float, window: bool = True) -> None:
@@ -468,9 +488,164 @@ def _add_force_flag(p: argparse.ArgumentParser) -> None:
     )
 
 
+# -- info, render, export: tools for any checkpoint or MIDI file ------------------------------------
+
+
+def _format_config(config: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in config.items() if k != "name")
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import json
+
+    from midigen.training import checkpoint
+
+    info = checkpoint.summary(checkpoint.load(args.checkpoint), args.checkpoint)
+    if args.check_data:
+        from midigen.data.dataset import load_split_data
+
+        here = load_split_data().fingerprint()
+        info["data_here"] = {"fingerprint": here, "matches": here == info["data_fingerprint"]}
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    best = info["best"]
+    val = ", ".join(f"{k} {v:g}" for k, v in best.items() if k != "epoch")
+    rep = info["representation"]
+    rows = [
+        ("family", f"{info['family']} ({_format_config(info['model'])})"),
+        ("parameters", f"{info['parameters']:,} trainable, {info['stored_values']:,} values stored"),
+        ("representation", f"{rep.get('name')} ({_format_config(rep)})"),
+        ("vocabulary", f"{info['vocab_size']:,} tokens"),
+        ("training", f"{info['epochs']} epochs; best at epoch {best['epoch']}: {val}" if best else "no history"),
+        ("training data", f"fingerprint {info['data_fingerprint']} (run {info['run_fingerprint']})"),
+    ]
+    if "attributes" in info:
+        rows.append(("attributes", ", ".join(info["attributes"])))
+    if "data_here" in info:
+        here = info["data_here"]
+        same = "the same data" if here["matches"] else "OTHER data than this checkpoint was trained on"
+        rows.append(("data here", f"fingerprint {here['fingerprint']}: {same} (data/tokens, data/split.csv)"))
+    print(info["path"])
+    for name, value in rows:
+        print(f"  {name:<15} {value}")
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from midigen.data.midi_io import read_notes
+    from midigen.parallel import progress
+    from midigen.report import audio
+
+    out = Path(args.out)
+    if out.suffix.lower() not in audio.RENDER_SUFFIXES:
+        raise ParamsError(f"--out {out}: give an .ogg or a .wav file to write")
+    if out.is_dir():
+        raise ParamsError(f"--out {out}: is a folder; give the file to write, e.g. {out / 'piece.ogg'}")
+    if args.max_seconds is not None and args.max_seconds <= 0:
+        raise ParamsError(f"--max-seconds = {args.max_seconds:g}: more than 0")
+    synth, why = audio.find_synth(args.soundfont, ogg=out.suffix.lower() == ".ogg", key="--soundfont")
+    if synth is None:
+        raise MidigenError(f"cannot render {args.midi}: {why}")
+    notes = read_notes(args.midi)
+    if not out.exists():
+        _check_creatable(out)
+    music_s = float(notes["end_s"].max()) if len(notes) else 0.0
+    if args.max_seconds is not None:
+        music_s = min(music_s, args.max_seconds)
+    seconds = music_s + audio.RELEASE_S  # the bar's end: FluidSynth writes the last notes' decay too
+    with progress(None, total=round(seconds, 1), desc="render", unit="s") as bar:
+
+        def advance(done_s: float) -> None:
+            bar.update(round(min(done_s, seconds), 1) - bar.n)
+
+        why = audio.render_file(synth, notes, out, args.max_seconds, on_progress=advance)
+        if not why:
+            advance(seconds)
+    if why:
+        raise MidigenError(f"cannot render {args.midi}: {why}")
+    print(f"wrote {out}: {music_s:.1f} s of music ({out.stat().st_size / 1000:.0f} kB)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from midigen.export.musicxml import write_musicxml
+    from midigen.parallel import progress
+
+    if not args.musicxml:
+        raise ParamsError("export: say what to write (--musicxml)")
+    paths = [Path(p) for p in args.midi]
+    stems = [p.stem for p in paths]
+    twice = sorted({s for s in stems if stems.count(s) > 1})
+    if twice:
+        raise ParamsError(f"two inputs would both write {twice[0]}.musicxml into --out; export them one at a time")
+    out = check_out_folder(args.out, force=True)  # beside other files: each score replaces its own name only
+    for path in paths:
+        if not path.is_file():
+            raise ParamsError(f"{path}: no such file")
+    written = []
+    for path in progress(paths, desc="export", unit="file", disable=len(paths) < 2):
+        written.append(write_musicxml(path, out / f"{path.stem}.musicxml", quantize=args.quantize))
+    for summary in written:
+        print(f"{summary.path}: {summary.describe()}")
+    return 0
+
+
+def _add_tool_commands(sub) -> None:
+    p = sub.add_parser(
+        "info", help="what a checkpoint holds: family, representation, vocabulary, training data, val loss"
+    )
+    p.add_argument("checkpoint", nargs="?", default="models/best.pt", help="the checkpoint (default: models/best.pt)")
+    p.add_argument("--json", action="store_true", help="print it as JSON")
+    p.add_argument(
+        "--check-data",
+        action="store_true",
+        help="also fingerprint data/tokens and data/split.csv here and say whether the checkpoint was trained on "
+        "them (reads the whole token store)",
+    )
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("render", help="play a MIDI file into an .ogg or .wav file with FluidSynth and a SoundFont")
+    p.add_argument("midi", help="input .mid file")
+    p.add_argument("--out", required=True, help="the .ogg (Vorbis, mono) or .wav (16-bit stereo) file to write")
+    p.add_argument(
+        "--soundfont",
+        default="",
+        help="a General MIDI .sf2 file (default: the first of the usual places that exists, e.g. "
+        "/usr/share/sounds/sf2/FluidR3_GM.sf2)",
+    )
+    p.add_argument("--max-seconds", type=float, default=None, help="cut the piece here (default: the whole piece)")
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser(
+        "export", help="write MIDI files on a beat grid as scores (MusicXML: key, meter, note values, a part per track)"
+    )
+    p.add_argument("midi", nargs="+", help="input .mid files (each writes OUT/<name>.musicxml)")
+    p.add_argument("--musicxml", action="store_true", help="write MusicXML (.musicxml), for MuseScore, Sibelius, ...")
+    p.add_argument("--out", required=True, help="output folder (made if new; a score of the same name is replaced)")
+    p.add_argument(
+        "--quantize",
+        type=_integer,
+        default=None,
+        metavar="STEPS",
+        help="snap every onset and end to 1/STEPS of a quarter note first, e.g. 4 = sixteenths (default: none; "
+        "a file off the beat grid is an error)",
+    )
+    p.set_defaults(func=cmd_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m midigen", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(
+        prog="midigen",
+        description="midigen learns from MIDI files and writes new music. `midigen COMMAND --help` shows a "
+        "command's flags and their defaults; the pipeline itself runs with `dvc repro`.",
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"midigen {version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # every subcommand's help shows its flags' defaults (_HelpFormatter)
+    sub.add_parser = functools.partial(sub.add_parser, formatter_class=_HelpFormatter)
+    _add_tool_commands(sub)
 
     p = sub.add_parser("tokenize", help="print a MIDI file's tokens, one per line")
     p.add_argument("midi", help="input .mid file")
@@ -525,8 +700,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=AMOUNT",
-        help="MusicVAE: move z along a latent attribute vector, e.g. density=+1.5 or swing=-1 (repeatable; "
-        "the checkpoint's attributes: density, syncopation, velocity, laid_back, swing, density_<class>)",
+        help="MusicVAE: move z along a latent attribute vector, e.g. density=+1.5 or swing=-1 (repeatable; the "
+        "checkpoint's attributes: density, syncopation, velocity, laid_back, swing, density_<class>; default: none)",
     )
     p.add_argument("--out", required=True, help="output folder (sample_NN.mid and .txt; new or empty, unless --force)")
     _add_force_flag(p)
@@ -585,6 +760,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_vae_flags(p, temperature=0.0)
     p.set_defaults(func=cmd_transfer)
+
+    p = sub.add_parser("studio", help="a local web page to sample, interpolate and humanize with your checkpoints")
+    p.add_argument("--models", default="models", help="the folder of checkpoints to offer (default: models)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; any but loopback requires a token (default 127.0.0.1)",
+    )
+    p.add_argument("--port", type=_integer, default=8765, help="port; 0 = any free one (default 8765)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run (default: auto)")
+    p.set_defaults(func=cmd_studio)
     return parser
 
 

@@ -27,7 +27,8 @@ from midigen.errors import ParamsError
 @dataclass(frozen=True)
 class Spec:
     """What one key accepts: a type, an optional closed/open range or a set of choices, and
-    its default (the value params.yaml ships with)."""
+    its default (the value params.yaml ships with). kind list: a non-empty list of `choices`,
+    each at most once."""
 
     kind: type
     default: Any
@@ -38,6 +39,8 @@ class Spec:
     choices: tuple[Any, ...] | None = None
 
     def describe(self) -> str:
+        if self.kind is list:
+            return "a list of " + ", ".join(repr(c) for c in self.choices or ()) + " (each at most once)"
         if self.choices is not None:
             return "one of " + ", ".join(repr(c) for c in self.choices)
         name = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[self.kind]
@@ -49,6 +52,12 @@ class Spec:
         return name + (" " + " and ".join(parts) if parts else "")
 
     def check(self, key: str, value: Any) -> Any:
+        if self.kind is list:
+            if not isinstance(value, list) or not value or len(set(map(str, value))) < len(value):
+                raise ParamsError(f"{key} = {value!r}: expected {self.describe()}")
+            if any(v not in (self.choices or ()) for v in value):
+                raise ParamsError(f"{key} = {value!r}: expected {self.describe()}")
+            return list(value)
         ok_type = {
             bool: lambda v: isinstance(v, bool),
             int: lambda v: isinstance(v, int) and not isinstance(v, bool),
@@ -84,20 +93,21 @@ def _pos(default: float, hi=None, hi_open=False) -> Spec:
 
 SCHEMA: dict[str, dict[str, Spec]] = {
     "data": {
-        "source": Spec(str, "music21:bach"),
+        "source": Spec(str, "music21:chorales"),
         "watch": Spec(str, "data/external"),
         "max_pieces": _int(0, 0),
         "workers": _int(0, 0),
     },
     "preprocess": {
         "representation": Spec(
-            str, "events", choices=("events", "drums", "groove", "melody", "notes_chords", "pitch_duration", "voices")
+            str, "voices", choices=("events", "drums", "groove", "melody", "notes_chords", "pitch_duration", "voices")
         ),
         "time_unit": Spec(str, "auto", choices=("auto", "beats", "seconds")),
         "time_step": _pos(0.05, 1.0),
         "max_shift_steps": _int(100, 1, 10000),
         "velocity_bins": _int(0, 0, 128),
         "drums": Spec(str, "drop", choices=("drop", "keep")),
+        "programs": Spec(bool, False),
         "pitch_min": _int(21, 0, 127),
         "pitch_max": _int(108, 0, 127),
         "max_file_mb": _pos(10),
@@ -144,8 +154,8 @@ SCHEMA: dict[str, dict[str, Spec]] = {
     },
     "train": {
         "epochs": _int(20, 1),
-        "batch_size": _int(32, 1),
-        "seq_len": _int(128, 2),
+        "batch_size": _int(8, 1),
+        "seq_len": _int(512, 2),
         "lr": _pos(0.003, 1.0),
         "weight_decay": Spec(float, 0.01, 0),
         "grad_clip": _pos(1.0),
@@ -165,7 +175,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
     "generate": {
         "num_files": _int(8, 1, 1024),
         "max_steps": _int(2000, 1, 10**7),
-        "temperature": _pos(0.8, 10.0),
+        "temperature": _pos(1.0, 10.0),
         "top_k": _int(40, 0),
         "top_p": _pos(0.95, 1.0),
         "seed": _int(7, 0, MAX_SEED),
@@ -173,10 +183,12 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "key": Spec(str, "C", choices=("none", *KEY_NAMES)),
         "program": _int(0, 0, 127),
         "constrained": Spec(bool, True),
-        "max_note_beats": Spec(float, 8.0, 0, 1000),
+        "max_note_beats": Spec(float, 4.0, 0, 1000),
         "max_voices": _int(4, 0, 128),
+        "min_beats": Spec(float, 32.0, 0, 100000),
         "mode": Spec(str, "sample", choices=("sample", "humanize", "tap2drum", "interpolate")),
         "min_hits": _int(8, 0),
+        "formats": Spec(list, ["mid"], choices=("mid", "musicxml")),
     },
     "evaluate": {
         "ngram": _int(4, 1, 64),
@@ -241,6 +253,8 @@ def _cross_checks(p: dict[str, dict[str, Any]]) -> None:
     if "split" in p and p["split"]["val_ratio"] + p["split"]["test_ratio"] >= 1:
         s = p["split"]
         raise ParamsError(f"split.val_ratio + split.test_ratio = {s['val_ratio'] + s['test_ratio']:g}: must be < 1")
+    if "generate" in p and "mid" not in p["generate"]["formats"]:
+        raise ParamsError(f"generate.formats = {p['generate']['formats']!r}: must include 'mid' (evaluate reads it)")
     if "preprocess" in p and p["preprocess"]["pitch_min"] > p["preprocess"]["pitch_max"]:
         pp = p["preprocess"]
         raise ParamsError(f"preprocess.pitch_min = {pp['pitch_min']} is above preprocess.pitch_max = {pp['pitch_max']}")

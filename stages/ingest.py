@@ -28,8 +28,12 @@ def main() -> None:
     # written like every table (midigen.table): a name with a carriage return keeps its row
     write_frame(OUT / "manifest.csv", manifest)
     write_frame(OUT / "failed.csv", failed)
-    print(f"ingest: {len(manifest)} MIDI files from {src.describe()}, {len(failed)} failed (see {OUT}/failed.csv)")
-    for row in failed.head(10).itertuples():
+    skipped = failed["reason"].str.startswith("skipped:")
+    print(
+        f"ingest: {len(manifest)} MIDI files from {src.describe()}, {int((~skipped).sum())} failed, "
+        f"{int(skipped.sum())} skipped (see {OUT}/failed.csv)"
+    )
+    for row in failed[~skipped].head(10).itertuples():
         print(f"  failed: {one_line(row.source)}: {one_line(row.reason)}")
 
 

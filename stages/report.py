@@ -1,5 +1,5 @@
 """Stage report: metrics, samples and held-out pieces -> reports/index.html with piano rolls,
-curves and audio (reports/img, reports/audio, reports/midi)."""
+curves, in-page MIDI players and audio (reports/img, reports/audio, reports/midi, reports/player)."""
 
 import sys
 from pathlib import Path

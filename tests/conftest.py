@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -154,6 +155,62 @@ def random_melody(seed: int, n: int = 24) -> list[tuple[int, float, float]]:
     return out
 
 
+# -- scores: the notes of a MIDI file and of its MusicXML, in quarter notes ---------------------
+
+
+def midi_notes(path) -> list[tuple[int, int, Fraction, Fraction]]:
+    """(track, pitch, onset, duration) of every note of a MIDI file, in quarter notes from its ticks;
+    a pitch struck twice at once in one track counts once (a score has one note for it)."""
+    from midigen.data.midi_io import read_tick_notes
+
+    t = read_tick_notes(path)
+    return sorted(
+        {
+            (int(k), int(p), Fraction(int(a), t.tpq), Fraction(int(b - a), t.tpq))
+            for k, p, a, b in zip(t.track, t.pitch, t.start_tick, t.end_tick, strict=True)
+        }
+    )
+
+
+def score_notes(path) -> list[tuple[int, int, Fraction, Fraction]]:
+    """(part number, pitch, onset, duration) of every note of a MusicXML file."""
+    from midigen.export.musicxml import read_musicxml_notes
+
+    rows = read_musicxml_notes(path)
+    names = list(dict.fromkeys(name for name, *_ in rows))
+    return sorted((names.index(name), p, o, d) for name, p, o, d in rows)
+
+
+def nabiya_project(root: Path, representation: str = "pitch_duration") -> dict:
+    """A project folder as the pipeline leaves it after train, on builtin:nabiya's one 54-note
+    song: params.yaml (the shipped one, tiny model and training, the song's pitch range),
+    data/tokens, data/split.csv and models/best.pt (one epoch, the data fingerprint the train
+    stage passes). Returns the params. Seconds on one core."""
+    import pandas as pd
+    import yaml
+
+    from midigen.data.dataset import load_split_data
+    from midigen.data.ingest import ingest
+    from midigen.data.preprocess import preprocess
+    from midigen.data.split import make_split
+    from midigen.training.loop import train_model
+
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params["data"]["source"] = "builtin:nabiya"
+    params["preprocess"].update(representation=representation, pitch_min=55, pitch_max=84)
+    params["model"] = {**params["model"], **TINY_MODEL}
+    params["train"] = {**params["train"], **TINY_TRAIN, "epochs": 1}
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    manifest, _ = ingest("builtin:nabiya", root / "data/raw")
+    preprocess(manifest.to_dict("records"), params["preprocess"], root / "data/tokens", workers=1)
+    split, _ = make_split(pd.read_csv(root / "data/tokens/index.csv"), 0.1, 0.1, 1234, True)
+    split.to_csv(root / "data/split.csv", index=False)
+    data = load_split_data(root / "data/tokens", root / "data/split.csv")
+    stream = data.stream("train")
+    train_model(data.store.representation, stream, stream, params, root / "models", data.fingerprint())
+    return params
+
+
 # -- train / generate / evaluate ("Event-token LSTM") ------------------------------------------
 
 #: the piano range of params.yaml, so token ids match what the pipeline produces
@@ -216,6 +273,65 @@ def trained_run(tmp_path_factory, chorale_streams, event_rep):
     train, val = chorale_streams
     result = train_model(event_rep, train, val, params, out_dir, data_fingerprint="chorales")
     return out_dir, result, params
+
+
+#: a GrooVAE small enough for a few seconds on one CPU core
+TINY_GROOVAE = {
+    "kind": "musicvae",
+    "emb_dim": 16,
+    "hidden_dim": 0,
+    "num_layers": 1,
+    "enc_layers": 0,
+    "dec_layers": 0,
+    "dropout": 0.0,
+    "decoder": "flat",
+    "z_dim": 16,
+    "enc_hidden": 32,
+    "conductor_hidden": 32,
+    "dec_hidden": 32,
+    "preset": "none",
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_groovae(tmp_path_factory):
+    """A GrooVAE (2-bar windows, trained with input_transform humanize) trained for two epochs on
+    drum performances built by tests/drum_corpus.py: (best.pt, the MIDI files it learnt from,
+    one per groove)."""
+    import torch
+    from drum_corpus import GROOVES, drum_bars, write_drum_midi
+
+    from midigen.representations.groove import GrooveGrid
+    from midigen.training.loop import train_model
+
+    root = tmp_path_factory.mktemp("grooves")
+    rng = np.random.default_rng(0)
+    files = [write_drum_midi(root / f"{g}.mid", drum_bars(g, 8, rng), 96 + 8 * i) for i, g in enumerate(GROOVES)]
+    rep = GrooveGrid(bars=2)
+    windows = np.concatenate([rep.windows_with_starts(rep.read_piece(f), hop_bars=1)[0] for f in files])
+    train = {**TINY_TRAIN, "batch_size": 8, "max_beta": 0.2, "beta_rate": 0.99, "free_bits": 0.0}
+    params = {"model": TINY_GROOVAE, "train": {**train, "input_transform": "humanize"}}
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = train_model(rep, windows.astype(np.int64), windows[:4].astype(np.int64), params, root / "out", "drums")
+    finally:
+        torch.set_num_threads(before)
+    return result.best_path, files
+
+
+@pytest.fixture(scope="session")
+def studio_workspace(trained_run, tiny_groovae, tmp_path_factory) -> Path:
+    """A folder with models/: the tiny LSTM as best.pt, the tiny GrooVAE as groove.pt and a
+    notes.pt that is no checkpoint (what `midigen studio` finds there)."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("studio")
+    (root / "models").mkdir()
+    shutil.copy(trained_run[1].best_path, root / "models" / "best.pt")
+    shutil.copy(tiny_groovae[0], root / "models" / "groove.pt")
+    (root / "models" / "notes.pt").write_text("not a checkpoint")
+    return root
 
 
 @pytest.fixture(scope="module")

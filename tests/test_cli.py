@@ -46,7 +46,7 @@ def test_tokenize_prints_one_token_per_line_starting_with_bos(tokenized):
     lines = out.splitlines()
     assert lines[0] == "<BOS>" and lines[-1] == "<EOS>"
     assert all(line and " " not in line for line in lines)
-    # the defaults: events in beats (time_unit auto, data.source music21:bach)
+    # the defaults: events in beats (time_unit auto, data.source music21:chorales)
     rep = EventRepresentation(0.05, 100, 0, 21, 108, "beats", 4)
     assert all(line in rep.token_to_id for line in lines)
     assert lines == rep.ids_to_tokens(rep.encode(rep.read_piece(midi)))
@@ -73,6 +73,7 @@ def test_tokenize_reads_params_yaml_and_flags_override_it(chorale_paths, tmp_pat
             "max_shift_steps": 7,
             "velocity_bins": 0,
             "drums": "drop",
+            "programs": False,
             "pitch_min": 60,
             "pitch_max": 127,
             "max_file_mb": 10,

@@ -227,3 +227,43 @@ def test_dvc_repro_writes_the_report_with_a_piano_roll_per_sample(scenario):
     for name in ("sample_00", "sample_01"):
         assert (root / "reports" / "img" / f"{name}.png").is_file(), name
         assert f'src="img/{name}.png"' in page
+
+
+def test_the_studio_offers_the_workspace_model_each_experiments_model_and_registered_ones(scenario, monkeypatch):
+    from midigen.studio.catalog import find
+
+    root, name = scenario["root"], exp_name(scenario["exp_lr"])
+    for var in ("DVC_SITE_CACHE_DIR", "DVC_GLOBAL_CONFIG_DIR", "DVC_SYSTEM_CONFIG_DIR", "GIT_CONFIG_GLOBAL"):
+        monkeypatch.setenv(var, scenario["env"][var])
+    # register the learning-rate experiment's model (its run's best.pt) in the repo's MLflow store
+    client, runs = mlflow_runs(root)
+    trained = next(r for r in runs if r.data.params["train.lr"] == "0.002")
+    client.create_registered_model("midigen-tiny")
+    client.create_model_version("midigen-tiny", f"{trained.info.artifact_uri}/best.pt", trained.info.run_id)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    catalog = find(root / "models", "cpu")
+    try:
+        entries = catalog.entries
+        assert entries["best"].source == "workspace" and entries["best"].data == WATCHED
+        experiment = entries[f"exp-{name}"]
+        assert (experiment.source, experiment.label, experiment.info["family"]) == ("dvc experiment", name, "lstm")
+        # the experiment's own model (read from the DVC cache), not the workspace's
+        (shown,) = [
+            rev["data"]
+            for baseline in scenario["exp_show"]
+            for exp in baseline.get("experiments") or []
+            for rev in exp.get("revs") or []
+            if rev.get("name") == name
+        ]
+        best = shown["metrics"]["metrics/train.json"]["data"]["best_val_loss"]
+        assert experiment.info["val_loss"] == pytest.approx(best, abs=1e-4)
+        (commit,) = [row for row in scenario["exp_show"] if row["rev"] != "workspace"]
+        assert experiment.info["val_loss"] != pytest.approx(
+            commit["data"]["metrics"]["metrics/train.json"]["data"]["best_val_loss"], abs=1e-4
+        ), "the experiment's model is the committed one"
+        registered = entries["mlflow-midigen-tiny-v1"]
+        assert (registered.source, registered.label) == ("mlflow", "midigen-tiny v1")
+        assert registered.info["val_loss"] == experiment.info["val_loss"]
+        assert catalog.model(experiment.id).sample(1, max_steps=5)[0].tokens[0] == "<BOS>"
+    finally:
+        catalog.close()

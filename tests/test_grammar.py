@@ -14,9 +14,11 @@ from midigen.representations import BOS, EOS, EventRepresentation, OutputContext
 
 
 def event_violations(rep: EventRepresentation, ids: list[int], max_note_steps: int, max_voices: int) -> list[str]:
-    """What an id sequence does wrong, found by replaying it (independent of EventGrammar)."""
-    sounding: dict[int, int] = {}  # pitch -> steps sounding
-    problems, started = [], False
+    """What an id sequence does wrong, found by replaying it (independent of EventGrammar). A
+    note is a (program, pitch): PROGRAM tokens (preprocess.programs) switch the program the
+    notes after them belong to, and may not name the program already current."""
+    sounding: dict[tuple[str, int], int] = {}  # (program, pitch) -> steps sounding
+    problems, started, program = [], False, None
     for n, i in enumerate(ids[1:], 1):  # ids[0] is <BOS>
         tok = rep.vocab[i]
         if tok in ("<PAD>", "<BOS>"):
@@ -25,8 +27,12 @@ def event_violations(rep: EventRepresentation, ids: list[int], max_note_steps: i
             if sounding or not started:
                 problems.append(f"{n}: <EOS> with {sorted(sounding)} sounding, started={started}")
             break
+        elif tok.startswith("PROGRAM_"):
+            if tok == program:
+                problems.append(f"{n}: {tok} names the current program")
+            program = tok
         elif tok.startswith("NOTE_ON_"):
-            p = int(tok.rsplit("_", 1)[1])
+            p = (program or "PROGRAM_0", int(tok.rsplit("_", 1)[1]))
             if p in sounding:
                 problems.append(f"{n}: {tok} while {p} sounds")
             sounding[p] = 0
@@ -34,16 +40,16 @@ def event_violations(rep: EventRepresentation, ids: list[int], max_note_steps: i
             if max_voices and len(sounding) > max_voices:
                 problems.append(f"{n}: {len(sounding)} voices")
         elif tok.startswith("NOTE_OFF_"):
-            p = int(tok.rsplit("_", 1)[1])
+            p = (program or "PROGRAM_0", int(tok.rsplit("_", 1)[1]))
             if sounding.get(p, 0) < 1:
-                problems.append(f"{n}: {tok} for a pitch not sounding for a step")
+                problems.append(f"{n}: {tok} for a note {p} not sounding for a step")
             sounding.pop(p, None)
         elif tok.startswith("TIME_SHIFT_"):
             k = int(tok.rsplit("_", 1)[1])
             for p in sounding:
                 sounding[p] += k
                 if max_note_steps and sounding[p] > max_note_steps:
-                    problems.append(f"{n}: pitch {p} held {sounding[p]} steps")
+                    problems.append(f"{n}: {p} held {sounding[p]} steps")
     return problems
 
 
@@ -88,6 +94,53 @@ def test_random_logits_never_sample_an_illegal_token(unit, max_note_beats, max_v
         longest = max(float((n["end_s"] - n["start_s"]).max()) for n in notes if len(n))
         step_s = rep.time_step
         assert longest <= grammar.max_note_steps * step_s + 1e-9
+
+
+def _beats_at_eos(rep: EventRepresentation, ids: list[int]) -> float | None:
+    """Quarter notes that passed before a sequence's <EOS> (None: it has none)."""
+    steps = 0
+    for i in ids:
+        tok = rep.vocab[i]
+        if tok == "<EOS>":
+            return steps / rep.steps_per_quarter
+        if tok.startswith("TIME_SHIFT_"):
+            steps += int(tok.rsplit("_", 1)[1])
+    return None
+
+
+def test_no_piece_ends_before_min_beats():
+    """<EOS> waits for generate.min_beats (a piece is not a lone chord): a model that wants to
+    stop after its first note stops there without the rule, and only after min_beats with it."""
+    rep = EventRepresentation(0.05, 24, 0, 48, 72, "beats", 4)
+    t = rep.token_to_id
+    prompt = [BOS, t["NOTE_ON_60"], t["TIME_SHIFT_4"], t["NOTE_OFF_60"]]  # one beat, then silence
+
+    def ends(min_beats: float) -> list[float]:
+        grammar = rep.grammar(GrammarLimits(8.0, 4, 120.0, min_beats))
+        seqs = generate_tokens(
+            EosKeenLM(len(rep.vocab), 5),
+            [prompt] * 16,
+            3000,
+            EOS,
+            generator=torch.Generator().manual_seed(3),
+            grammar=grammar,
+        )
+        for s in seqs:
+            assert event_violations(rep, s, grammar.max_note_steps, 4) == []
+        return [_beats_at_eos(rep, s) for s in seqs]
+
+    assert ends(0.0) == [1.0] * 16
+    late = [b for b in ends(16.0) if b is not None]  # random logits seldom leave nothing sounding
+    assert len(late) >= 4 and min(late) >= 16.0
+
+
+class EosKeenLM(RandomLM):
+    """RandomLM that wants <EOS> above all (a model that learnt to end pieces after a chord)."""
+
+    def forward(self, ids, state=None):
+        logits, state = super().forward(ids, state)
+        logits[..., EOS] += 50.0
+        return logits, state
 
 
 def test_unconstrained_random_logits_do_break_the_rules():
@@ -160,7 +213,7 @@ def test_beats_round_trip_is_exact_on_every_chorale(bach_corpus, tmp_path, steps
         rep.write_midi(ids, out, OutputContext(tempo_bpm=76.0))
         back = set(zip(*(a.tolist() for a in score_notes(out, steps_per_quarter)), strict=True))
         assert {(a, p) for a, _, p in back} == set(zip(on.tolist(), pitch.tolist(), strict=True)), path.name
-        q_on, q_off, q_pitch, _ = rep.quantize(rep.read_piece(path))
+        q_on, q_off, q_pitch = rep.quantize(rep.read_piece(path))[:3]
         assert back == set(zip(q_on.tolist(), q_off.tolist(), q_pitch.tolist(), strict=True)), path.name
         exact += 1
     assert exact == len(bach_corpus) - (8 if steps_per_quarter == 4 else 0)

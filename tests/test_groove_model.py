@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_GROOVAE as GROOVE_VAE
 from conftest import TINY_TRAIN
 
 from midigen.errors import ParamsError
@@ -21,22 +22,6 @@ from midigen.representations.grid import DrumGrid
 from midigen.representations.groove import GrooveGrid, cell_ids, humanize_input
 from midigen.training.checkpoint import load_model
 from midigen.training.loop import train_model
-
-GROOVE_VAE = {
-    "kind": "musicvae",
-    "emb_dim": 16,
-    "hidden_dim": 0,
-    "num_layers": 1,
-    "enc_layers": 0,
-    "dec_layers": 0,
-    "dropout": 0.0,
-    "decoder": "flat",
-    "z_dim": 16,
-    "enc_hidden": 32,
-    "conductor_hidden": 32,
-    "dec_hidden": 32,
-    "preset": "none",
-}
 
 
 @pytest.fixture(scope="module", autouse=True)

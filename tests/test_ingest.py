@@ -163,3 +163,22 @@ def test_a_pickup_is_delayed_so_bar_lines_fall_on_the_bar_grid(tmp_path):
     # the pickup G is the last quarter of bar 1; c d e f fill bar 2 from step 16
     assert piece.notes["onset_step"].tolist() == [12, 16, 20, 24, 28, 32]
     assert piece.time_signatures.tolist() == [(0, 4, 4)]
+
+
+def test_music21_chorales_keeps_the_four_part_chorales_under_bach_names(tmp_path):
+    """music21:chorales skips, with the reason, a score of another number of parts (a chorale
+    with instrumental parts, a keyboard piece) and writes the others where music21:bach would,
+    so a chorale lands in the same split under either source."""
+    from music21 import corpus
+
+    from midigen.data.ingest import export_music21_file
+
+    def export(name: str):
+        (path,) = [p for p in corpus.getComposer("bach") if str(p).endswith(name)]
+        return export_music21_file((str(path), str(tmp_path / "out"), "chorales"))
+
+    assert export("bwv10.7.mxl") == [("bach/bwv10.7.mid", None)]
+    assert (tmp_path / "out/bach/bwv10.7.mid").is_file()
+    [(rel, reason)] = export("bwv120.8-a.mxl")
+    assert rel == "bach/bwv120.8-a.mid" and reason.startswith("skipped: 8 parts")
+    assert not (tmp_path / "out/bach/bwv120.8-a.mid").exists()

@@ -21,6 +21,7 @@ GOOD = {
         "max_shift_steps": 100,
         "velocity_bins": 0,
         "drums": "drop",
+        "programs": False,
         "pitch_min": 21,
         "pitch_max": 108,
         "max_file_mb": 10,

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from browser import CHROMIUM, FLAGS
 from conftest import PROJECT_ROOT, subprocess_env, write_pretty_midi
 from test_interruption import tiny_params_yaml, write_corpus
 
@@ -32,18 +33,6 @@ from midigen.report.audio import RELEASE_S, SAMPLE_RATE, find_synth, render_ogg
 from midigen.report.page import Inputs, build_report, changed_params, interpolation_groups
 from midigen.training.loop import training_summary
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--hide-scrollbars",
-)
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium here (Debian: apt-get install chromium)")
 
@@ -113,7 +102,13 @@ def workspace(tmp_path_factory, chorale_paths, trained_run) -> Path:
     """A folder where the pipeline has run on a tiny corpus with a tiny model (split ratios
     raised so that 4 of the 9 files are test pieces), plus a drum interpolation."""
     root = tmp_path_factory.mktemp("report_run")
-    tiny_params_yaml(root, generate={"num_files": 2, "max_steps": 120}, split={"test_ratio": 0.3, "val_ratio": 0.15})
+    # events tokens, as the session's tiny training run (the default representation is voices)
+    tiny_params_yaml(
+        root,
+        preprocess={"representation": "events"},
+        generate={"num_files": 2, "max_steps": 120},
+        split={"test_ratio": 0.3, "val_ratio": 0.15},
+    )
     write_corpus(root / "data/external/tiny", chorale_paths)
     (root / "metrics").mkdir()
     for name in ("ingest", "preprocess", "split"):
@@ -155,7 +150,7 @@ window.addEventListener("load", async () => {
 
 
 def chromium(args: list[str], profile: Path) -> str:
-    cmd = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args]
+    cmd = [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"chromium failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
     return proc.stdout
@@ -256,14 +251,20 @@ def test_audio_is_vorbis_and_cut_to_max_audio_seconds(chorale_paths, tmp_path):
 # -- without a synthesizer ------------------------------------------------------------------------
 
 
-def test_without_fluidsynth_the_page_says_so_and_still_shows_everything_else(workspace, tmp_path):
-    root = fresh_copy(workspace, tmp_path / "run")
+@pytest.fixture(scope="module")
+def without_synth(workspace, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The report stage run where neither FluidSynth nor oggenc is on the PATH."""
+    root = fresh_copy(workspace, tmp_path_factory.mktemp("no_synth") / "run")
     env = run_env()
     env["PATH"] = str(Path(sys.executable).parent)  # the venv only: no fluidsynth, no oggenc
     proc = stage("report", root, env)
     assert proc.returncode == 0, proc.stderr
+    return root / "reports", proc
+
+
+def test_without_fluidsynth_the_page_says_so_and_still_shows_everything_else(without_synth, tmp_path):
+    reports, proc = without_synth
     assert "no audio (FluidSynth is not installed" in proc.stdout, proc.stdout
-    reports = root / "reports"
     page = (reports / "index.html").read_text(encoding="utf-8")
     assert "No audio: FluidSynth is not installed" in page
     assert "<audio" not in page and not list((reports / "audio").iterdir())
@@ -271,6 +272,78 @@ def test_without_fluidsynth_the_page_says_so_and_still_shows_everything_else(wor
     if CHROMIUM is not None:
         result = check_in_browser(reports, tmp_path)
         assert len(result["images"]) == 8 and all(i["width"] > 0 for i in result["images"]), result
+
+
+#: each <midi-player>'s state once it has read its MIDI (or failed to): its piece, notes, error
+PLAYERS_JS = """(() => {
+  const players = [...document.querySelectorAll("midi-player")];
+  const state = players.map(p => {
+    const panel = p.shadowRoot && p.shadowRoot.querySelector(".controls");
+    return {key: p.dataset.key, notes: p.noteSequence ? p.noteSequence.notes.length : null,
+            drums: p.noteSequence ? p.noteSequence.notes.filter(n => n.isDrum).length : null,
+            loaded: !!panel && !panel.classList.contains("frozen"),
+            error: !!panel && panel.classList.contains("error") ? panel.getAttribute("title") : null,
+            roll: p.getAttribute("visualizer")};
+  });
+  return players.length && state.every(s => s.loaded || s.error) ? state : null;
+})()"""
+
+#: start one player (by its piece) and report, after `ms` milliseconds of playing, whether its
+#: start event came, how far it got and how many notes of its piano roll lit up on the way
+PLAY_JS = """(async (key, ms) => {
+  const p = document.querySelector(`midi-player[data-key="${key}"]`);
+  const roll = p.getAttribute("visualizer") && document.querySelector(p.getAttribute("visualizer"));
+  let started = false, lit = 0;
+  p.addEventListener("start", () => { started = true; }, {once: true});
+  p.addEventListener("note", () => { lit = Math.max(lit, roll ? roll.querySelectorAll("rect.active").length : 0); });
+  p.start();
+  await new Promise(done => setTimeout(done, ms));
+  const out = {started, playing: p.playing, time: p.currentTime, lit,
+               drawn: roll ? roll.querySelectorAll("rect.note").length : null};
+  return out;
+})"""
+
+
+@needs_chromium
+def test_without_fluidsynth_every_piece_plays_in_the_page_from_file(without_synth, tmp_path):
+    """The page opened from disk in headless Chromium: no request fails, every player reads
+    the notes of its piece's MIDI file from the page itself, and a generated piece, a held-out
+    piece and a drum interpolation step play with the built-in synthesizer (their start event
+    comes, their time advances, their piano roll lights up)."""
+    from browser import Browser
+
+    from midigen.report import player as in_page
+
+    reports, _ = without_synth
+    for name in in_page.SCRIPTS:
+        assert (reports / "player" / name).is_file(), name
+    licences = {p.name for p in (reports / "player/licenses").iterdir()}
+    assert {"html-midi-player.LICENSE", "magenta-music.LICENSE", "tone.LICENSE.md"} <= licences, licences
+    expected = {}
+    for midi in (reports / "midi").glob("*.mid"):
+        notes = read_notes(midi)
+        expected[midi.stem] = (int(notes.shape[0]), int(notes["is_drum"].sum()))
+    with Browser(tmp_path / "profile", height=1400) as browser:
+        browser.open((reports / "index.html").as_uri())
+        players = browser.wait_for(PLAYERS_JS, timeout_s=30)
+        assert sorted(p["key"] for p in players) == sorted(expected), players
+        for p in players:
+            assert p["error"] is None and p["loaded"], p
+            assert (p["notes"], p["drums"]) == expected[p["key"]], p
+        # every piece with a picture has its piano roll; interpolation steps are in their strip
+        assert sum(p["roll"] is not None for p in players) == 2 + 3, players
+        ref = min(k for k in expected if k.startswith("ref_"))
+        for key in (ref, "interp_01", "sample_00"):  # the last one is still playing in the screenshot
+            state = browser.evaluate(f"{PLAY_JS}({json.dumps(key)}, 1500)")
+            assert state["started"] and state["playing"], (key, state)
+            assert state["time"] > 0.2, (key, state)
+            if key != "interp_01":
+                assert state["drawn"] == expected[key][0] and state["lit"] >= 1, (key, state)
+        shot = browser.screenshot(ARTIFACTS / "report_players.png")
+        assert browser.failed_requests() == [], browser.failed_requests()
+        assert browser.errors() == [], browser.errors()
+    assert shot.stat().st_size > 10_000
+    print(f"screenshot of the report's players: {shot}")
 
 
 def test_audio_off_skips_the_synthesizer(workspace, tmp_path):
@@ -330,7 +403,8 @@ def test_a_generated_piece_with_a_hanging_note_or_off_grid_onsets_is_flagged(tmp
     hanging = write_pretty_midi(tmp_path / "hanging.mid", [(48, 0.0, 20 * beat), (60, 0.0, beat)])
     # onsets every 0.05 s: most fall between the sixteenths (0.125 s apart)
     off_grid = write_pretty_midi(tmp_path / "off.mid", [(60 + i % 3, i * 0.05, i * 0.05 + 0.04) for i in range(40)])
-    flags = Flags(longest_beats=4.0, grid_share=0.98)
+    chord = write_pretty_midi(tmp_path / "chord.mid", [(p, 0.0, 2 * beat) for p in (48, 55, 64, 72)])
+    flags = Flags(longest_beats=4.0, grid_share=0.98, shortest_beats=8.0)
 
     def lines(path):
         return _flag_lines(_render_piece(PieceJob(path.stem, path, None, None, None, 30.0)), flags)
@@ -338,5 +412,8 @@ def test_a_generated_piece_with_a_hanging_note_or_off_grid_onsets_is_flagged(tmp
     assert lines(clean) == []
     (hang,) = lines(hanging)
     assert hang.startswith("hanging notes: one lasts 20.0 beats") and "(4.0)" in hang
-    (off,) = lines(off_grid)
+    off, short = lines(off_grid)
     assert off.startswith("off the grid: ") and "% of its onsets" in off
+    assert short.startswith("too short: 4.0 beats") and "(8.0)" in short
+    (lone,) = lines(chord)
+    assert lone == "too short: 2.0 beats, shorter than any piece of the test set (8.0)"

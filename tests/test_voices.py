@@ -400,6 +400,18 @@ def test_sampling_under_the_grammar_never_writes_an_illegal_token(rep, max_voice
     assert tokens.count("FERMATA") and sum(t.endswith("~") for t in tokens) > len(tokens) // 4
 
 
+def test_eos_waits_for_min_beats_of_frames(rep, torch_one_thread):
+    import torch
+
+    from midigen.generation.grammar import GrammarLimits
+
+    grammar = rep.grammar(GrammarLimits(max_note_beats=8.0, max_voices=4, min_beats=2.0))  # 8 frames
+    state = grammar.advance(grammar.start(1, torch.device("cpu")), torch.tensor([1]))
+    for frames in range(10):
+        assert bool(grammar.allowed(state)[0, 2]) == (frames >= 8), frames
+        state = grammar.advance(state, torch.tensor([rep.frame_id]))
+
+
 def test_every_real_chorale_is_a_sentence_of_the_grammar(rep, ingested, torch_one_thread):
     import torch
 

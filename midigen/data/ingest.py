@@ -38,10 +38,18 @@ from midigen.table import free_name, name_to_text, one_line, path_to_text
 
 MUSIC21_CORPORA = {
     # name -> (music21 composer/collection directory, file suffixes that hold music)
+    "chorales": ("bach", (".mxl", ".xml", ".krn", ".mid")),
     "bach": ("bach", (".mxl", ".xml", ".krn", ".mid")),
     "essen": ("essenFolksong", (".abc",)),
     "ryans": ("ryansMammoth", (".abc",)),
 }
+#: corpora that keep only the scores with this many parts (music21:chorales: Bach's four-part
+#: chorales, as BachBot and DeepBach train on; music21:bach also has 44 chorales with
+#: instrumental parts and a keyboard prelude)
+CORPUS_PARTS = {"chorales": 4}
+#: the folder under data/raw/midi/ a corpus's pieces go to (chorales share bach's names, so a
+#: chorale lands in the same split under either source)
+CORPUS_FOLDER = {"chorales": "bach"}
 MIDI_SUFFIXES = (".mid", ".midi")
 MANIFEST_COLUMNS = ["rel_path", "path", "size", "sha1"]
 
@@ -141,8 +149,12 @@ def export_music21_file(job: tuple[str, str, str]) -> list[tuple[str, str | None
         return [(src_path.name, f"music21 could not parse it: {type(exc).__name__}: {exc}"[:300])]
     scores = list(parsed.scores) if isinstance(parsed, stream.Opus) else [parsed]
     results: list[tuple[str, str | None]] = []
+    folder, parts = CORPUS_FOLDER.get(corpus_name, corpus_name), CORPUS_PARTS.get(corpus_name)
     for i, score in enumerate(scores):
-        rel = f"{corpus_name}/{stem}.mid" if len(scores) == 1 else f"{corpus_name}/{stem}_{i:04d}.mid"
+        rel = f"{folder}/{stem}.mid" if len(scores) == 1 else f"{folder}/{stem}_{i:04d}.mid"
+        if parts and len(score.parts) != parts:
+            results.append((rel, f"skipped: {len(score.parts)} parts, music21:{corpus_name} keeps {parts}-part scores"))
+            continue
         target = Path(out_dir) / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         pickup = pickup_quarters(score)

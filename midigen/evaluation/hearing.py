@@ -219,6 +219,7 @@ def set_summary(pieces: list[Listening]) -> dict[str, Any]:
         "notes": notes,
         "longest_note_s": round(max((p.longest_s for p in pieces), default=0.0), 4),
         "longest_note_beats": round(max((p.longest_beats for p in pieces), default=0.0), 4),
+        "shortest_piece_beats": round(min((p.span_beats for p in pieces), default=0.0), 4),
         "on_grid_share": _ratio(sum(p.on_grid for p in pieces), sum(p.onsets for p in pieces)),
         "pitch_in_key": _ratio(sum(p.in_key for p in pieces), notes),
         "voice_count": {

@@ -22,7 +22,7 @@ The melody is the top line of the notes given: in every frame the highest soundi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -130,7 +130,7 @@ def harmonize_many(
     voices = limits.max_voices or rep.max_voices
     if not 1 <= voices <= rep.max_voices:
         raise MidigenError(f"--voices {voices}: the model writes 1 to {rep.max_voices} voices")
-    limits = GrammarLimits(limits.max_note_beats, voices, limits.tempo_bpm)
+    limits = replace(limits, max_voices=voices)
     grammar = HarmonizeGrammar(rep, limits, melodies)
     longest = max(m.column.shape[0] for m in melodies)
     out = sample_request(model, [[BOS]] * len(melodies), longest * (voices + 1) + 1, EOS, request, grammar)

@@ -189,6 +189,44 @@ def groove_transfer(
     return model.decode(mu, temperature, _generator(seed, device), hits=_hits(rep, pattern, device)).cpu().numpy()
 
 
+#: GrooVAE's whole-file tasks: task -> (the train.input_transform it works best with, whether
+#: every note of the file is read as one tapped rhythm)
+FILE_TASKS = {"humanize": ("humanize", False), "tap2drum": ("tapify", True)}
+
+
+def check_temperature(value: float, name: str = "--temperature") -> float:
+    """A decoding temperature of the latent tasks: 0 (the most likely step) or what
+    generate.temperature accepts; ParamsError naming `name` otherwise."""
+    from midigen.params import SCHEMA
+
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == 0:
+        return 0.0
+    return SCHEMA["generate"]["temperature"].check(name, value)
+
+
+def transform_warning(loaded: checkpoint.Loaded, task: str, transform: str) -> str | None:
+    """What to warn when `loaded` (a GrooVAE checkpoint, checked here) was not trained with the
+    input transform `task` works best with; None when it was."""
+    check_groove(loaded.model, task)
+    trained = loaded.ckpt.get("input_transform", "none")
+    if trained == transform:
+        return None
+    return (
+        f"{loaded.path} was trained with train.input_transform = {trained}; {task} works best "
+        f"with a model trained with {transform}"
+    )
+
+
+def file_task(loaded: checkpoint.Loaded, windows: np.ndarray, task: str, temperature: float, seed: int) -> np.ndarray:
+    """humanize or tap2drum (FILE_TASKS) over a file's windows as file_grid reads them (with
+    tap = FILE_TASKS[task][1]): the ids of the whole result, window after window."""
+    if task == "humanize":
+        out = humanize(loaded.model, loaded.rep, windows, temperature, seed, loaded.device)
+    else:
+        out = tap2drum(loaded.model, windows, temperature, seed, loaded.device)
+    return np.asarray(out).reshape(-1)
+
+
 # -- what the generate stage writes --------------------------------------------------------------
 
 INTERPOLATION_STEPS = 5

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from midigen.parallel import progress
+
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
     """Set logits outside the top-k / the smallest set with cumulative probability >= top_p to -inf."""
@@ -59,6 +61,9 @@ def generate_tokens(
 
     grammar (a midigen.generation.grammar.Grammar): the ids each row may take next are masked
     before sampling; every id a row is fed, prompt ids included, advances its state.
+
+    A progress bar on stderr counts the steps (at most the longest prompt plus max_steps) and
+    the rows still running.
     """
     model.eval()
     device = next(iter(model.state_dict().values())).device
@@ -81,9 +86,13 @@ def generate_tokens(
     produced = torch.zeros(batch, dtype=torch.long, device=device)
     pos = common - 1
     rows_log, ids_log = [], []
+    bar = progress(None, total=max_len - common + max_steps, desc="sampling", unit="step")
     while live.numel():
         logits, state = model(x, state)
         pos += 1
+        bar.update()
+        if bar.n % 50 == 0:
+            bar.set_postfix(rows=int(live.numel()), refresh=False)
         last = logits[:, -1, :]
         if rules is not None:
             last = last.masked_fill(~grammar.allowed(rules), float("-inf"))
@@ -105,6 +114,7 @@ def generate_tokens(
             if rules is not None:
                 rules = grammar.keep_rows(rules, keep)
         x = nxt.unsqueeze(1)
+    bar.close()
     rows = torch.cat(rows_log).cpu()
     ids = torch.cat(ids_log).cpu()
     order = torch.sort(rows, stable=True).indices  # log is in step order: keep it per row

@@ -91,7 +91,9 @@ def request_from(generate_params: dict[str, Any], **overrides: Any) -> SampleReq
         "max_steps": g["max_steps"],
         "top_k": g["top_k"],
         "top_p": g["top_p"],
-        "limits": GrammarLimits(g["max_note_beats"], g["max_voices"], g["tempo"]) if g["constrained"] else None,
+        "limits": GrammarLimits(g["max_note_beats"], g["max_voices"], g["tempo"], g["min_beats"])
+        if g["constrained"]
+        else None,
     }
     fields.update(overrides)
     return SampleRequest(**fields)

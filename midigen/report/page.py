@@ -2,12 +2,15 @@
 
 `build_report` reads the pipeline's files (metrics/, outputs/generated/, data/tokens, data/split.csv)
 and writes `<out>/index.html` plus the files it links with relative paths (img/*.png,
-audio/*.ogg, midi/*.mid), so the folder opens straight from disk or from anywhere it is copied.
+audio/*.ogg, midi/*.mid, player/*.js), so the folder opens straight from disk or from anywhere
+it is copied.
 
 What it shows: the data and the params that differ from their defaults (midigen.params.DEFAULTS,
 what params.yaml ships with: a stage must not ask git for them), training time and device, the train/val
 curves, the evaluation tables, and per generated piece, per interpolation and per held-out
-reference piece a piano roll (a drum grid for drum tracks) and an audio player.
+reference piece a piano roll (a drum grid for drum tracks), an in-page MIDI player with its own
+piano roll (midigen.report.player: any browser, no system packages) and, where FluidSynth is
+installed, an audio player of its rendering.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from midigen.evaluation.hearing import read_piece as read_heard
 from midigen.jsonio import read_json
 from midigen.parallel import imap_progress
 from midigen.params import DEFAULTS
+from midigen.report import player as in_page
 from midigen.report.audio import Synth, find_synth, render_ogg
 from midigen.report.pianoroll import draw_piece, draw_strip, grid_step_s, is_drum_piece
 from midigen.representations import OutputContext
@@ -75,6 +79,8 @@ class PieceResult:
     #: of its onsets on the sixteenth grid of its own beats (None: no pitched notes)
     longest_beats: float = 0.0
     on_grid: float | None = None
+    #: beats from its first onset to its last note's end
+    span_beats: float = 0.0
 
 
 @dataclass
@@ -114,6 +120,7 @@ def _render_piece(job: PieceJob) -> PieceResult:
         heard = listen(read_heard(job.midi))
         out.longest_beats = heard.longest_beats
         out.on_grid = heard.on_grid / heard.onsets if heard.onsets else None
+        out.span_beats = heard.span_beats
     if job.image is not None:
         step_s = grid_step_s(job.midi) if out.drums else None
         draw_piece(notes, job.image, seconds=job.axis_s, step_s=step_s)
@@ -295,10 +302,12 @@ def _rel(path: Path, root: Path) -> str:
 @dataclass(frozen=True)
 class Flags:
     """When a generated piece is flagged: a note longer than `longest_beats` (the test set's
-    longest note; None = no test set), fewer than `grid_share` of its onsets on the grid."""
+    longest note; None = no test set), fewer than `grid_share` of its onsets on the grid,
+    shorter than `shortest_beats` (the test set's shortest piece; None = no test set)."""
 
     longest_beats: float | None
     grid_share: float
+    shortest_beats: float | None = None
 
 
 #: a generated piece with fewer of its onsets on the sixteenth grid is flagged (the chorales: 100%)
@@ -314,6 +323,10 @@ def _flag_lines(r: PieceResult, flags: Flags) -> list[str]:
         )
     if r.on_grid is not None and r.on_grid < flags.grid_share:
         out.append(f"off the grid: {r.on_grid:.0%} of its onsets on sixteenths of its beats")
+    if flags.shortest_beats and r.n_notes and not r.drums and r.span_beats < flags.shortest_beats - 1e-9:
+        out.append(
+            f"too short: {r.span_beats:.1f} beats, shorter than any piece of the test set ({flags.shortest_beats:.1f})"
+        )
     return out
 
 
@@ -343,12 +356,22 @@ def _piece_html(piece: Piece, root: Path, max_audio_seconds: float, flags: Flags
         player = f'<audio controls preload="metadata" src="{_rel(piece.audio, root)}"></audio>'
     elif r.audio_error:
         meta.append(f"no audio: {r.audio_error}")
+    player += _in_page_player(piece)
     meta.append(f'<a href="{_rel(piece.midi, root)}">MIDI</a>')
     img = f'<img src="{_rel(piece.image, root)}" alt="{_e(piece.title)}">' if piece.image else ""
     return (
         f'<div class="piece"><h3>{_e(piece.title)}</h3>{warn}{img}'
         f'<div class="meta">{" · ".join(m if m.startswith("<a") else _e(m) for m in meta)}</div>{player}</div>'
     )
+
+
+def _in_page_player(piece: Piece, roll: bool = True) -> str:
+    """The in-page player of a piece (midigen.report.player), under a label when FluidSynth's
+    audio player is there too."""
+    label = ""
+    if piece.audio is not None and piece.audio.is_file() and not piece.result.audio_error:
+        label = '<div class="meta">above: FluidSynth; below: the browser\'s built-in synthesizer</div>'
+    return label + in_page.player_html(piece.midi, piece.key, roll=roll)
 
 
 def _eval_html(ev: dict[str, Any]) -> str:
@@ -518,12 +541,19 @@ def build_report(
         draw_strip([read_notes(p.midi) for p in readable], [p.key.removeprefix(name + "_") for p in readable], image)
         strips.append((name, image, group))
     curves = draw_curves(curve_rows, out_dir)
+    in_page.copy_assets(out_dir)
 
-    note = "" if synth else f'<p class="note">No audio: {_e(audio_note)}.</p>'
-    longest = (ev.get("hearing") or {}).get("test", {}).get("longest_note_beats")
+    note = ""
+    if synth is None:
+        note = (
+            f'<p class="note">No audio: {_e(audio_note)}. Every piece still plays in the page, '
+            "with the browser's built-in synthesizer.</p>"
+        )
+    heard_test = (ev.get("hearing") or {}).get("test", {})
+    longest, shortest = heard_test.get("longest_note_beats"), heard_test.get("shortest_piece_beats")
     if not longest:  # no hearing numbers (MusicVAE): the references shown
         longest = max((p.result.longest_beats for p in references), default=0.0)
-    flags = Flags(longest or None, GRID_FLAG)
+    flags = Flags(longest or None, GRID_FLAG, shortest or None)
     pieces = note + _pieces_html(generated, strips, references, ref_split, out_dir, max_s, flags)
     summary = _summary_html(params, defaults, data, train, inputs)
     interps = f", {len(strip_pieces)} interpolation steps" if strip_pieces else ""
@@ -562,10 +592,15 @@ def _pieces_html(
         parts.append(f"<h2>Interpolations ({len(strips)})</h2>")
         for name, image, group in strips:
             players = "".join(
-                f'<div><div class="meta">{_e(p.key)}</div><audio controls preload="metadata" '
-                f'src="{_rel(p.audio, root)}"></audio></div>'
+                f'<div><div class="meta">{_e(p.key)}</div>'
+                + (
+                    f'<audio controls preload="metadata" src="{_rel(p.audio, root)}"></audio>'
+                    if p.audio is not None and p.audio.is_file() and not p.result.audio_error
+                    else ""
+                )
+                + (in_page.player_html(p.midi, p.key, roll=False) if not p.result.error else "")
+                + "</div>"
                 for p in group
-                if p.audio is not None and p.audio.is_file() and not p.result.audio_error
             )
             parts.append(
                 f'<div class="piece strip"><h3>{_e(name)}: {len(group)} steps</h3>'
@@ -613,12 +648,13 @@ def _page(params: dict, intro: str, summary: str, curves: list[tuple[str, Path]]
     title = f"midigen report: {params['model']['kind']} on {params['data']['source']}"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
-<title>{_e(title)}</title><style>{CSS}</style></head><body>
+<title>{_e(title)}</title><style>{CSS}{in_page.CSS}</style>{in_page.head_html()}</head><body>
 <h1>{_e(title)}</h1>
 <p class="meta">{_e(intro)} Written by the <code>report</code> stage (<code>dvc repro report</code>).</p>
 <h2>Summary</h2>{summary}
 <h2>Training curves</h2><div class="grid">{curve_imgs or "<p>no curves</p>"}</div>
 <h2>Evaluation</h2>{evaluation}
 {pieces}
+{in_page.SCRIPT}
 </body></html>
 """

@@ -90,6 +90,11 @@ class Representation:
     def __len__(self) -> int:
         return len(self.vocab)
 
+    def beat_grid(self) -> int | None:
+        """Steps per quarter note of the beat grid the notes write_midi writes lie on, so a score
+        can be written of them (midigen.export.musicxml); None when they are timed in seconds."""
+        return None
+
     def config(self) -> dict[str, Any]:
         """The params that rebuild this representation (stored with data and checkpoints)."""
         raise NotImplementedError

@@ -151,6 +151,9 @@ class GridRepresentation(Representation):
             steps_per_quarter=preprocess["steps_per_quarter"], bars=preprocess["bars"], hop_bars=preprocess["hop_bars"]
         )
 
+    def beat_grid(self) -> int:
+        return self.steps_per_quarter  # groove offsets (microtiming) are snapped to it in a score
+
     @property
     def steps(self) -> int:
         """Steps per window."""

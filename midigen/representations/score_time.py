@@ -40,6 +40,9 @@ class ScoreTimeRepresentation(Representation):
         self.pitch_max = int(pitch_max)
         super().__init__(vocab)
 
+    def beat_grid(self) -> int:
+        return STEPS_PER_QUARTER
+
     def grid_notes(self, notes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(onset_step, offset_step, pitch) of the notes inside the pitch range, rounded to the
         nearest step (halves up); a note shorter than half a step still lasts one step."""

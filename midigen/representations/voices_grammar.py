@@ -1,7 +1,8 @@
 """The grammar of voices tokens (representations/voices.py), for constrained sampling: in a
 frame, FERMATA only first, notes strictly falling in pitch, at most max_voices of them, `p~`
 only when p sounded in the frame before and has not yet lasted max_note_beats; <EOS> only
-between frames. The delimiter `|||` is always legal, so no row is ever left without a choice.
+between frames, after min_beats worth of frames. The delimiter `|||` is always legal, so no
+row is ever left without a choice.
 
 A module of its own because it imports torch, which preprocessing (it imports every
 representation) must not pay for.
@@ -36,6 +37,7 @@ class VoicesGrammar(Grammar):
         self.max_voices = int(limits.max_voices)
         # a tie is a note's second frame or later: at most max_frames frames in all
         self.max_frames = max(1, round(limits.max_note_beats * STEPS_PER_QUARTER)) if limits.max_note_beats else 0
+        self.min_frames = max(1, round(limits.min_beats * STEPS_PER_QUARTER))
 
     def start(self, batch: int, device: torch.device) -> dict[str, torch.Tensor]:
         zeros = torch.zeros(batch, self.n, dtype=torch.long, device=device)
@@ -62,7 +64,7 @@ class VoicesGrammar(Grammar):
         mask[:, self.tie_base : self.fermata_id] = tie
         mask[:, self.fermata_id] = state["empty"]
         mask[:, self.frame_id] = True
-        mask[:, EOS] = state["empty"] & (state["frames"] > 0)
+        mask[:, EOS] = state["empty"] & (state["frames"] >= self.min_frames)
         return mask
 
     def advance(self, state: dict[str, torch.Tensor], ids: torch.Tensor) -> dict[str, torch.Tensor]:

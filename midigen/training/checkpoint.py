@@ -181,3 +181,30 @@ def load_model(path: str | Path, device: str = "auto", store_rep: Representation
 # the names the rest of midigen used before this module owned checkpoints
 load_checkpoint = load
 save_checkpoint = save
+
+
+def summary(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> dict[str, Any]:
+    """What `midigen info` shows of a (validated) checkpoint, as plain data: its family and model
+    config, parameter count, representation, vocabulary size, training history and the
+    fingerprints of the data and run it was trained on."""
+    model = model_from_checkpoint(ckpt, path)
+    history = [r for r in ckpt.get("history", []) if isinstance(r, dict) and "val_loss" in r]
+    best = min(history, key=lambda r: r["val_loss"]) if history else {}
+    out: dict[str, Any] = {
+        "path": str(path),
+        "family": ckpt["model"]["kind"],
+        "model": {k: v for k, v in ckpt["model"].items() if k not in ("kind", "attributes")},
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "stored_values": sum(v.numel() for v in ckpt["model_state"].values()),
+        "representation": dict(ckpt["representation"]),
+        "vocab_size": len(ckpt["vocab"]),
+        "epochs": len(history),
+        "checkpoint_epoch": ckpt.get("epoch"),
+        "best": {k: v for k, v in best.items() if k == "epoch" or k.startswith("val_")},
+        "data_fingerprint": ckpt.get("data_fingerprint"),
+        "run_fingerprint": ckpt.get("run_fingerprint"),
+    }
+    attributes = ckpt["model"].get("attributes")
+    if isinstance(attributes, dict):
+        out["attributes"] = sorted(attributes)
+    return out
