@@ -20,6 +20,7 @@ sliding window, so cached and uncached logits agree.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -75,13 +76,19 @@ class KVCache:
 def rotary_angles(positions: torch.Tensor, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(cos, sin) of the rotary angles, (T, head_dim / 2) each; computed in float64 so that far
     positions (a long piece sampled through the sliding window) keep their precision."""
-    freqs = ROTARY_BASE ** (-torch.arange(0, head_dim, 2, dtype=torch.float64, device=positions.device) / head_dim)
-    angles = positions.to(torch.float64)[:, None] * freqs[None, :]
+    angles = positions.to(torch.float64)[:, None] * rotary_freqs(head_dim, positions.device)[None, :]
     return angles.cos().float(), angles.sin().float()
 
 
+@functools.cache
+def rotary_freqs(head_dim: int, device: torch.device) -> torch.Tensor:
+    """The rotary frequencies of the dimension pairs (float64), made once per size and device."""
+    return ROTARY_BASE ** (-torch.arange(0, head_dim, 2, dtype=torch.float64, device=device) / head_dim)
+
+
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x (B, H, T, D) rotated pairwise (first half with second half) by the angles."""
+    """x (..., D) rotated pairwise (first half with second half) by the angles, which
+    broadcast against x's leading dimensions (..., D / 2)."""
     half = x.shape[-1] // 2
     x1, x2 = x[..., :half], x[..., half:]
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)
@@ -106,12 +113,14 @@ class Block(nn.Module):
         self.attn_dropout = c.dropout
 
     def qkv(self, x: torch.Tensor, rot) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Queries, keys and values (B, heads, T, head_dim) of x (B, T, d); rotary applied."""
+        """Queries, keys and values (B, heads, T, head_dim) of x (B, T, d); rotary applied (to
+        queries and keys in one go: a sampling step is many small ops)."""
         b, t, _ = x.shape
-        q, k, v = self.qkv_proj(self.norm1(x)).view(b, t, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv_proj(self.norm1(x)).view(b, t, 3, self.heads, self.head_dim)
+        qk, v = qkv[:, :, :2], qkv[:, :, 2]
         if rot is not None:
-            q, k = apply_rotary(q, *rot), apply_rotary(k, *rot)
-        return q, k, v
+            qk = apply_rotary(qk, rot[0][:, None, None, :], rot[1][:, None, None, :])
+        return qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2), v.transpose(1, 2)
 
     def finish(self, x: torch.Tensor, q, k, v, mask, k_transposed: bool = False) -> torch.Tensor:
         """Attention of q over k, v (mask None: causal when q is several positions, else all
@@ -195,11 +204,12 @@ class TransformerLM(TokenLM):
         step = state is not None and t == 1
         if step:  # the sampler's case: write the new position into its slot first, then attend
             filled = min(start + 1, c)
-            k_pos = KVCache(state.keys, state.values, start + 1).slot_positions(c)
+            rotary = self.config.position == "rotary"  # the cache holds just the window: no mask
+            k_pos = None if rotary else KVCache(state.keys, state.values, start + 1).slot_positions(c)
         else:
             past_pos = state.slot_positions(c) if state is not None else q_pos[:0]
             k_pos = torch.cat([past_pos, q_pos])
-        mask = self._mask(q_pos, k_pos)
+        mask = None if k_pos is None else self._mask(q_pos, k_pos)
         cache = state is not None or not torch.is_grad_enabled()
         keys, values = [], []
         slots = q_pos[-min(t, c) :] % c
