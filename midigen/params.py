@@ -149,7 +149,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "heads": _int(4, 1, 64),
         "d_model": _int(128, 2),
         "d_ff": _int(512, 1),
-        "context": _int(256, 2, 65536),
+        "context": _int(512, 2, 65536),
         "position": Spec(str, "rotary", choices=("rotary", "alibi")),
     },
     "train": {
@@ -288,11 +288,9 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "weight_decay": 0.0,
         },
     },
-    # model.kind transformer, sized for a laptop CPU: the default sizes, trained on windows as
-    # long as its context with a gentler LR than the LSTM's (see the README's Transformer section)
+    # model.kind transformer, sized for a laptop CPU: the default sizes and train settings, named
     "transformer_cpu": {
-        "model": {"kind": "transformer", "layers": 4, "heads": 4, "d_model": 128, "d_ff": 512, "context": 256},
-        "train": {"seq_len": 256, "lr": 0.001, "warmup_steps": 100},
+        "model": {"kind": "transformer", "layers": 4, "heads": 4, "d_model": 128, "d_ff": 512, "context": 512},
     },
     # one GPU and a large corpus (Lakh, MAESTRO): ~25 M parameters, 1024 tokens of context
     "transformer_gpu": {

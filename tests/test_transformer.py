@@ -122,7 +122,7 @@ def test_transformer_presets_set_the_kind_and_keep_what_was_changed(preset):
     for key, value in PRESETS[preset]["model"].items():
         assert p["model"][key] == value
     assert p["train"]["lr"] == 0.002  # set by hand: the preset leaves it
-    assert p["train"]["seq_len"] == PRESETS[preset]["train"]["seq_len"] <= p["model"]["context"]
+    assert p["train"]["seq_len"] <= p["model"]["context"]  # the preset trains as it is
 
 
 def test_a_transformer_trains_in_the_one_loop_and_samples_from_the_cli(
