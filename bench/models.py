@@ -2,7 +2,7 @@
 
 Both sides train with midigen.training.loop.train_model on the project's token store and split
 (data/tokens, data/split.csv: the default pipeline's data, same representation, split and seed),
-with params.yaml as it is except model.kind (and model.preset with --preset), one after the other
+with params.yaml as it is except model.kind (model.preset with --preset; --set for both), one after the other
 in this process, each until its training time (validation excluded) passes --budget seconds.
 
 Printed per side: parameters, tokens seen, training tokens/s, the best validation loss of its
@@ -11,7 +11,8 @@ windows for both), and sampling: --pieces pieces at once from <BOS> through the 
 sampler (params.yaml's generate section: temperature, top-k, top-p, grammar), useful tokens
 (up to each piece's <EOS>) per second. The machine may be shared: the load is printed too.
   python bench/models.py [--budget 120] [--threads 1] [--pieces 16] [--max-steps 2000]
-                         [--preset transformer_cpu] [--sides lstm,transformer,transformer:alibi] [--data ROOT]
+                         [--preset transformer_cpu] [--sides lstm,transformer,transformer:alibi]
+                         [--set train.seq_len=128 ...] [--data ROOT]
 """
 
 from __future__ import annotations
@@ -23,12 +24,15 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, enter_root, machine_line  # noqa: E402
 
 
-def run_side(side: str, preset: str, params: dict, data, budget: float, pieces: int, max_steps: int, tmp: Path):
+def run_side(
+    side: str, preset: str, params: dict, data, budget: float, pieces: int, max_steps: int, tmp: Path, sets=()
+):
     from midigen import models
     from midigen.models.base import request_from
     from midigen.params import validate
@@ -40,6 +44,10 @@ def run_side(side: str, preset: str, params: dict, data, budget: float, pieces: 
     raw["model"].update(kind=kind, preset=preset if kind == "transformer" else "none")
     if position:
         raw["model"]["position"] = position
+    for assignment in sets:
+        key, _, value = assignment.partition("=")
+        section, _, name = key.partition(".")
+        raw[section][name] = yaml.safe_load(value)
     p = validate(raw)
     family = models.family(kind)
     rep = data.store.representation
@@ -86,6 +94,13 @@ def main() -> int:
         default="lstm,transformer",
         help="comma-separated model.kind values; transformer:alibi sets model.position (default lstm,transformer)",
     )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="a param for every side, e.g. train.seq_len=128 (repeatable)",
+    )
     ap.add_argument("--data", type=Path, default=ROOT, help="folder holding data/tokens and data/split.csv")
     args = ap.parse_args()
     if min(args.budget, args.threads, args.pieces, args.max_steps) <= 0:
@@ -105,7 +120,7 @@ def main() -> int:
     print(f"machine: {machine_line()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-models-") as tmp:
         sides = [
-            run_side(k, args.preset, params, data, args.budget, args.pieces, args.max_steps, Path(tmp))
+            run_side(k, args.preset, params, data, args.budget, args.pieces, args.max_steps, Path(tmp), args.set)
             for k in args.sides.split(",")
         ]
     print(f"machine after: {machine_line()}")

@@ -288,9 +288,11 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "weight_decay": 0.0,
         },
     },
-    # model.kind transformer, sized for a laptop CPU: the default sizes and train settings, named
+    # model.kind transformer, sized for a laptop CPU: the default sizes, trained on 32 windows of
+    # 128 (measured on the chorales in 120 s of one core: val 0.71 against 2.28 with 8 x 512)
     "transformer_cpu": {
         "model": {"kind": "transformer", "layers": 4, "heads": 4, "d_model": 128, "d_ff": 512, "context": 512},
+        "train": {"seq_len": 128, "batch_size": 32},
     },
     # one GPU and a large corpus (Lakh, MAESTRO): ~25 M parameters, 1024 tokens of context
     "transformer_gpu": {
