@@ -200,7 +200,8 @@ class Model:
         vectors; tempo (quarter notes per minute), key, program: how the pieces are written.
         A control the family does not use (top_k for a MusicVAE) is a ParamsError, as in the
         CLI."""
-        from midigen.generation.generate import checked_request, sample
+        from midigen.data.keys import of_checkpoint
+        from midigen.generation.generate import checked_request, keyed_contexts, sample
 
         g = dict(self.generate_params)
         g["num_files"] = _checked("num_files", num)
@@ -227,7 +228,12 @@ class Model:
         given += ["attribute"] if attributes else []
         pairs = tuple((str(n), float(a)) for n, a in (attributes or {}).items())
         request = checked_request(self.loaded, g, given, _keyword, bool(greedy), primer, pairs)
-        return self._pieces(sample(self.loaded, request), OutputContext(g["tempo"], g["key"], g["program"]))
+        seqs = sample(self.loaded, request)
+        # a model trained in C: each piece in a key drawn from the training pieces' (as generate)
+        contexts = keyed_contexts(
+            OutputContext(g["tempo"], g["key"], g["program"]), of_checkpoint(self.loaded.ckpt), len(seqs), g["seed"]
+        )
+        return [Piece(np.asarray(ids, dtype=np.int64), self.rep, c) for ids, c in zip(seqs, contexts, strict=True)]
 
     # -- MusicVAE / GrooVAE ------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from midigen.errors import MidigenError, ParamsError, run_main
 from midigen.params import DEFAULTS, SCHEMA, load_params, resolve_time_unit
 
 REP_FLAGS = (
+    "representation",
     "time_unit",
     "time_step",
     "steps_per_quarter",
@@ -273,6 +274,7 @@ def _generate_params(args: argparse.Namespace) -> dict:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    from midigen.data.keys import of_checkpoint
     from midigen.generation.attributes import parse_attributes
     from midigen.generation.generate import checked_request, sample, write_pieces
     from midigen.models.base import context_from
@@ -292,7 +294,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
     check_out_folder(args.out, args.force)  # before sampling, which is the slow part
     seqs = sample(loaded, request)
     # exactly what the generate stage writes for the same params: same tempo, key and program
-    paths = write_pieces(seqs, loaded.rep, args.out, clear=False, context=context_from(g), formats=g["formats"])
+    paths = write_pieces(
+        seqs,
+        loaded.rep,
+        args.out,
+        clear=False,
+        context=context_from(g),
+        formats=g["formats"],
+        keys=of_checkpoint(loaded.ckpt),
+        seed=g["seed"],
+    )
     for path, ids in zip(paths, seqs, strict=True):
         print(f"{path}  ({len(ids)} tokens)")
     return 0
@@ -522,6 +533,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     ]
     if "attributes" in info:
         rows.append(("attributes", ", ".join(info["attributes"])))
+    if "key_shifts" in info:
+        moves = ", ".join(f"{s:+d} x{n}" for s, n in info["key_shifts"])
+        rows.append(("keys", f"trained in C (preprocess.key c); pieces moved back by minus one of: {moves}"))
     if "data_here" in info:
         here = info["data_here"]
         same = "the same data" if here["matches"] else "OTHER data than this checkpoint was trained on"

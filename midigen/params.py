@@ -121,6 +121,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "chord_min_count": _int(5, 1),
         "fixed_step_quarters": Spec(float, 0.0, 0, 4),
         "max_voices": _int(4, 1, 16),
+        "key": Spec(str, "auto", choices=("auto", "keep", "c")),
     },
     "split": {
         "val_ratio": Spec(float, 0.1, 0, 1, hi_open=True),
@@ -246,6 +247,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+#: the representations preprocess.key c does not apply to (Representation.keyed False)
+UNKEYED = ("drums", "groove", "melody")
+
+
 def _cross_checks(p: dict[str, dict[str, Any]]) -> None:
     if "train" in p and p["train"]["batch_size"] < p["train"]["nproc"]:
         b, n = p["train"]["batch_size"], p["train"]["nproc"]
@@ -255,6 +260,12 @@ def _cross_checks(p: dict[str, dict[str, Any]]) -> None:
         raise ParamsError(f"split.val_ratio + split.test_ratio = {s['val_ratio'] + s['test_ratio']:g}: must be < 1")
     if "generate" in p and "mid" not in p["generate"]["formats"]:
         raise ParamsError(f"generate.formats = {p['generate']['formats']!r}: must include 'mid' (evaluate reads it)")
+    if "preprocess" in p and p["preprocess"]["key"] == "c" and p["preprocess"]["representation"] in UNKEYED:
+        pp = p["preprocess"]
+        raise ParamsError(
+            f"preprocess.key = {pp['key']!r}: the {pp['representation']} grids cannot be moved to another key "
+            "(it applies to events, voices, notes_chords and pitch_duration); use preprocess.key: keep"
+        )
     if "preprocess" in p and p["preprocess"]["pitch_min"] > p["preprocess"]["pitch_max"]:
         pp = p["preprocess"]
         raise ParamsError(f"preprocess.pitch_min = {pp['pitch_min']} is above preprocess.pitch_max = {pp['pitch_max']}")

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from midigen.data.dataset import load_split_data
+from midigen.data.keys import of_checkpoint
 from midigen.errors import run_main
 from midigen.evaluation.results import write_results
 from midigen.params import load_params
@@ -22,7 +23,8 @@ def main() -> None:
     EVAL_PIECES.mkdir(parents=True, exist_ok=True)
     data = load_split_data()
     loaded = load_model("models/best.pt", params["train"]["device"], data.store.representation)
-    result, distance = loaded.family.evaluate(loaded.model, loaded.rep, data, params, GENERATED, loaded.device)
+    keys = of_checkpoint(loaded.ckpt)
+    result, distance = loaded.family.evaluate(loaded.model, loaded.rep, data, params, GENERATED, loaded.device, keys)
     write_results(result, distance)
     for line in loaded.family.summary_lines(result):
         print(line)

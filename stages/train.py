@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from midigen import models
+from midigen.data import keys
 from midigen.data.dataset import load_split_data
 from midigen.errors import run_main
 from midigen.jsonio import write_json
@@ -49,6 +50,7 @@ def main() -> int | None:
             params,
             MODELS,
             data_fp,
+            extra=keys.checkpoint_entry(data.pieces("train")),
             on_epoch=lambda row: run.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"]),
         )
         best = result.history.best()

@@ -112,12 +112,19 @@ def folk_paths(tmp_path_factory) -> list[Path]:
     return sorted(out.glob("essen/*.mid"))
 
 
+#: what the tests of folder sources (hostile, edge-case and real-world MIDI files) tokenize
+#: with: events takes any MIDI file; the default, voices, only four-part scores
+FOLDER_REPRESENTATION = "events"
+
+
 def folder_preprocess_params() -> dict:
-    """params.yaml's preprocess section as the pipeline uses it for a folder of MIDI files
-    (preprocess.time_unit auto made concrete: seconds, as for data.source = a folder)."""
+    """params.yaml's preprocess section as the pipeline uses it for a folder of MIDI files, with
+    the events representation (any MIDI file, where the default voices wants four-part scores)
+    and preprocess.time_unit auto made concrete: seconds, as for data.source = a folder."""
     from midigen.params import load_params, resolve_time_unit
 
-    return resolve_time_unit(load_params(PROJECT_ROOT / "params.yaml")["preprocess"], "a/folder")
+    params = load_params(PROJECT_ROOT / "params.yaml")["preprocess"]
+    return resolve_time_unit({**params, "representation": "events"}, "a/folder")
 
 
 def subprocess_env() -> dict[str, str]:
@@ -181,14 +188,16 @@ def score_notes(path) -> list[tuple[int, int, Fraction, Fraction]]:
     return sorted((names.index(name), p, o, d) for name, p, o, d in rows)
 
 
-def nabiya_project(root: Path, representation: str = "pitch_duration") -> dict:
+def nabiya_project(root: Path, representation: str = "pitch_duration", **preprocess_params) -> dict:
     """A project folder as the pipeline leaves it after train, on builtin:nabiya's one 54-note
     song: params.yaml (the shipped one, tiny model and training, the song's pitch range),
     data/tokens, data/split.csv and models/best.pt (one epoch, the data fingerprint the train
-    stage passes). Returns the params. Seconds on one core."""
+    stage passes, and its checkpoint entries: the training pieces' keys). `preprocess_params`: more
+    preprocess params. Returns the params. Seconds on one core."""
     import pandas as pd
     import yaml
 
+    from midigen.data import keys
     from midigen.data.dataset import load_split_data
     from midigen.data.ingest import ingest
     from midigen.data.preprocess import preprocess
@@ -197,7 +206,7 @@ def nabiya_project(root: Path, representation: str = "pitch_duration") -> dict:
 
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
     params["data"]["source"] = "builtin:nabiya"
-    params["preprocess"].update(representation=representation, pitch_min=55, pitch_max=84)
+    params["preprocess"].update(representation=representation, pitch_min=55, pitch_max=84, **preprocess_params)
     params["model"] = {**params["model"], **TINY_MODEL}
     params["train"] = {**params["train"], **TINY_TRAIN, "epochs": 1}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
@@ -207,7 +216,8 @@ def nabiya_project(root: Path, representation: str = "pitch_duration") -> dict:
     split.to_csv(root / "data/split.csv", index=False)
     data = load_split_data(root / "data/tokens", root / "data/split.csv")
     stream = data.stream("train")
-    train_model(data.store.representation, stream, stream, params, root / "models", data.fingerprint())
+    extra = keys.checkpoint_entry(data.pieces("train"))
+    train_model(data.store.representation, stream, stream, params, root / "models", data.fingerprint(), extra=extra)
     return params
 
 
@@ -367,6 +377,7 @@ def stage_workdir(tmp_path: Path, source: Path, workers: int = 2) -> Path:
     work.mkdir()
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
     params["data"].update(source=str(source), watch=str(source), workers=workers)
+    params["preprocess"]["representation"] = FOLDER_REPRESENTATION
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     return work
 

@@ -34,9 +34,10 @@ def unique_onsets(notes, time_step=0.05, pitch_min=0, pitch_max=127) -> int:
 
 @pytest.fixture(scope="module")
 def tokenized(chorale_paths, tmp_path_factory):
-    """tokenize output of one chorale, run in a folder without params.yaml (built-in defaults)."""
+    """tokenize output of one chorale as events, run in a folder without params.yaml (built-in
+    defaults otherwise)."""
     cwd = tmp_path_factory.mktemp("cli")
-    proc = run_cli("tokenize", chorale_paths[0], cwd=cwd)
+    proc = run_cli("tokenize", chorale_paths[0], "--representation", "events", cwd=cwd)
     assert proc.returncode == 0, proc.stderr
     return cwd, chorale_paths[0], proc.stdout
 
@@ -46,7 +47,7 @@ def test_tokenize_prints_one_token_per_line_starting_with_bos(tokenized):
     lines = out.splitlines()
     assert lines[0] == "<BOS>" and lines[-1] == "<EOS>"
     assert all(line and " " not in line for line in lines)
-    # the defaults: events in beats (time_unit auto, data.source music21:chorales)
+    # events in beats (time_unit auto, data.source music21:chorales)
     rep = EventRepresentation(0.05, 100, 0, 21, 108, "beats", 4)
     assert all(line in rep.token_to_id for line in lines)
     assert lines == rep.ids_to_tokens(rep.encode(rep.read_piece(midi)))
@@ -55,7 +56,7 @@ def test_tokenize_prints_one_token_per_line_starting_with_bos(tokenized):
 def test_detokenize_of_tokenize_output_writes_the_deduplicated_notes(tokenized):
     cwd, midi, out = tokenized
     (cwd / "tokens.txt").write_text(out, encoding="utf-8")
-    proc = run_cli("detokenize", "tokens.txt", "--out", "back/again.mid", cwd=cwd)
+    proc = run_cli("detokenize", "tokens.txt", "--representation", "events", "--out", "back/again.mid", cwd=cwd)
     assert proc.returncode == 0, proc.stderr
     original = read_notes(midi)
     back = read_notes(cwd / "back" / "again.mid")
@@ -87,6 +88,7 @@ def test_tokenize_reads_params_yaml_and_flags_override_it(chorale_paths, tmp_pat
             "bars": 4,
             "hop_bars": 1,
             "max_voices": 4,
+            "key": "keep",
         }
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -125,7 +127,9 @@ def test_detokenize_missing_or_bad_token_file_gives_one_error_line(tmp_path):
     line = assert_one_line_error(run_cli("detokenize", "missing.txt", "--out", "x.mid", cwd=tmp_path))
     assert "missing.txt" in line
     (tmp_path / "bad.txt").write_text("<BOS>\nNOTE_ON_60\nNOT_A_TOKEN\n<EOS>\n")
-    line = assert_one_line_error(run_cli("detokenize", "bad.txt", "--out", "x.mid", cwd=tmp_path))
+    line = assert_one_line_error(
+        run_cli("detokenize", "bad.txt", "--representation", "events", "--out", "x.mid", cwd=tmp_path)
+    )
     assert "NOT_A_TOKEN" in line and "token 3" in line
     assert not (tmp_path / "x.mid").exists()
 

@@ -12,7 +12,7 @@ import mido
 import pandas as pd
 import pytest
 import yaml
-from conftest import PROJECT_ROOT, run_stage
+from conftest import FOLDER_REPRESENTATION, PROJECT_ROOT, run_stage
 
 from midigen.data.split import assign_splits, split_pieces
 
@@ -30,6 +30,7 @@ def run_ok(name: str, root: Path) -> str:
 def write_params(root: Path, **split) -> None:
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
     params["data"].update(source="corpus", watch="corpus", workers=1)
+    params["preprocess"]["representation"] = FOLDER_REPRESENTATION
     params["split"].update({"val_ratio": 0.2, "test_ratio": 0.3, **split})
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
 

@@ -20,7 +20,16 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-from conftest import PROJECT_ROOT, TINY_MODEL, TINY_TRAIN, VENV_BIN, random_melody, subprocess_env, write_pretty_midi
+from conftest import (
+    FOLDER_REPRESENTATION,
+    PROJECT_ROOT,
+    TINY_MODEL,
+    TINY_TRAIN,
+    VENV_BIN,
+    random_melody,
+    subprocess_env,
+    write_pretty_midi,
+)
 
 DVC = str(VENV_BIN / "dvc")
 WATCHED = "data/external/tiny"
@@ -59,6 +68,7 @@ def tiny_params_yaml(
 ) -> dict:
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text(encoding="utf-8"))
     params["data"].update(source=corpus, watch=corpus, max_pieces=0, workers=1)
+    params["preprocess"]["representation"] = FOLDER_REPRESENTATION
     params["model"].update({**TINY_MODEL, **(model or {})})
     params["train"].update({**TINY_TRAIN, **(train or {})})
     params["generate"].update(num_files=2, max_steps=50)

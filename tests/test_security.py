@@ -167,7 +167,7 @@ from pathlib import Path
 from midigen.params import load_params, resolve_time_unit
 from midigen.data.preprocess import preprocess
 from midigen.table import read_rows
-params = resolve_time_unit(load_params(sys.argv[1])["preprocess"], "a/folder")
+params = resolve_time_unit({**load_params(sys.argv[1])["preprocess"], "representation": "events"}, "a/folder")
 manifest = [{"rel_path": Path(p).name, "path": p} for p in sys.argv[3:]]
 try:
     preprocess(manifest, params, Path(sys.argv[2]), workers=1)

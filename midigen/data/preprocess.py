@@ -24,8 +24,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from midigen import representations
+from midigen.data import keys
 from midigen.data.store import StoreSummary, index_columns, metadata_names, write_store
-from midigen.errors import DataError, MidiError
+from midigen.errors import DataError, MidiError, ParamsError
 from midigen.parallel import CrashLog, WorkerCrash, crash_log_path, imap_progress
 from midigen.params import DEFAULTS
 from midigen.table import iter_rows, one_line, text_to_path, write_rows
@@ -241,6 +242,14 @@ def preprocess(
     rep = representations.from_params(params)
     limits = {k: {**DEFAULTS["preprocess"], **params}[k] for k in LIMIT_KEYS}
     log = CrashLog(crashes or crash_log_path(out_dir, "preprocess"), limits)
+    key = keys.resolve(params.get("key", DEFAULTS["preprocess"]["key"]), rep.name)
+    if key == "c" and not rep.keyed:
+        raise ParamsError(
+            f"preprocess.key = {key!r}: the {rep.name} representation cannot be moved to another key "
+            "(it applies to events, voices, notes_chords and pitch_duration); use preprocess.key: keep"
+        )
+    # the key is not a limit: a file that crashed a worker crashes it in any key
+    limits = {**limits, "key": key}
     total, sorted_ = _scan(manifest)
     first = next(_manifest_rows(manifest), None)
     metadata = [k for k in (first or {}) if k not in NOT_METADATA]
@@ -260,8 +269,9 @@ def preprocess(
             raise _crashed(crash, log, "counting chords") from None
         rep = representations.from_params(params, chord_counts)
     fn = functools.partial(tokenize_file, config_items=_freeze(rep.config()), limits=limits)
-    names = metadata_names(metadata, rep.info_keys)
-    columns = index_columns(["rel_path", *rep.info_keys, *names.values()])
+    keyed = [keys.SHIFT_COLUMN] if key == "c" else []
+    names = metadata_names(metadata, [*rep.info_keys, *keyed])
+    columns = index_columns(["rel_path", *rep.info_keys, *keyed, *names.values()])
 
     def pieces() -> Iterator[tuple[dict, np.ndarray | None]]:
         # a second pass over the manifest, in step with the jobs, gives each piece its metadata

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from midigen.data.keys import scale_fit
 from midigen.data.midi_io import read_tick_notes, ticks_to_seconds
 
 #: the grid onsets are checked against: a sixteenth note, in quarter notes
@@ -40,8 +41,6 @@ MAX_INTERVAL = 12
 #: 1/8 and shorter, 1/4, 1/2, 3/4, 1, 1.5, 2, 3, 4, 6, 8 and longer (triplets fall in the next
 #: shorter plain value's bin)
 BEAT_EDGES = np.array([0, 0.2, 0.375, 0.625, 0.875, 1.25, 1.75, 2.5, 3.5, 5, 7, 10, np.inf])
-#: the pitch classes of a major scale on C; its 12 transpositions are the diatonic scales
-MAJOR_SCALE = np.array([0, 2, 4, 5, 7, 9, 11])
 #: histograms compared between the sets (total-variation distance) and fed to the classifier
 HISTOGRAMS = ("voice_count", "note_length", "ioi", "interval")
 
@@ -151,9 +150,9 @@ def interval_histogram(line: np.ndarray) -> np.ndarray:
 
 
 def in_key_notes(pitches: np.ndarray) -> int:
-    """How many notes belong to the diatonic scale (of the 12) that holds the most of them."""
-    classes = np.bincount(pitches.astype(np.int64) % 12, minlength=12)
-    return int(max(classes[(MAJOR_SCALE + root) % 12].sum() for root in range(12)))
+    """How many notes belong to the diatonic scale (of the 12) that holds the most of them (the
+    fit preprocess.key c moves pieces to C by: midigen.data.keys)."""
+    return int(scale_fit(pitches).max())
 
 
 def listen(piece: HeardPiece) -> Listening:

@@ -125,17 +125,24 @@ def source_files(rel_paths: list[str], manifest: Path = MANIFEST) -> list[Path]:
 
 
 def sample_for_evaluation(
-    family, model: nn.Module, rep: Representation, params: dict[str, Any], num: int, out_dir: Path, device
+    family,
+    model: nn.Module,
+    rep: Representation,
+    params: dict[str, Any],
+    num: int,
+    out_dir: Path,
+    device,
+    keys: list[list[int]] | None = None,
 ) -> tuple[list[np.ndarray], list[Path]]:
     """num pieces sampled in one batch as the generate params say (the family's own sampler,
-    constraints included), written to out_dir as MIDI the way the generate stage writes them.
-    (id sequences, MIDI files)."""
+    constraints included), written to out_dir as MIDI the way the generate stage writes them
+    (moved to the corpus's keys with the checkpoint's `keys`). (id sequences, MIDI files)."""
     from midigen.generation.generate import write_pieces
     from midigen.models.base import context_from, request_from
 
     g = params["generate"]
     ids = family.sample(model, rep, request_from(g, num=num), device)
-    return ids, write_pieces(ids, rep, out_dir, context=context_from(g))
+    return ids, write_pieces(ids, rep, out_dir, context=context_from(g), keys=keys, seed=g["seed"])
 
 
 def evaluate_token_model(
@@ -148,6 +155,7 @@ def evaluate_token_model(
     device: torch.device,
     pieces_dir: Path = EVAL_PIECES,
     manifest: Path = MANIFEST,
+    keys: list[list[int]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
     """The evaluate stage for next-token models (`family` samples): test NLL and accuracy, greedy vs sampled
     decoding, and as many freshly sampled pieces (written to pieces_dir) as held-out pieces
@@ -155,6 +163,9 @@ def evaluate_token_model(
     midigen.evaluation.hearing hears in the MIDI files of both (the test pieces' originals,
     found through the manifest). `generated` (the generate stage's folder, which the Family
     interface passes) is not read: its few pieces would be a smaller set than the test set.
+    keys: the checkpoint's key shifts (a model trained in C): the sampled files are moved to the
+    corpus's keys as the generate stage moves its pieces, the token metrics stay in C as the
+    store's test pieces are.
 
     The distribution score is the MGEval overlap (kept as overlap_mean) times how far the
     classifier two-sample test is from telling the sets apart, so a set a classifier separates
@@ -169,7 +180,7 @@ def evaluate_token_model(
     spans = zip(test_rows["offset"], test_rows["length"], strict=True)
     test_ids = [data.store.tokens[o : o + n].astype(np.int64) for o, n in spans]
     test_notes = [rep.decode(i) for i in test_ids]
-    gen_ids, gen_files = sample_for_evaluation(family, model, rep, params, len(test_ids), pieces_dir, device)
+    gen_ids, gen_files = sample_for_evaluation(family, model, rep, params, len(test_ids), pieces_dir, device, keys)
     gen_notes = [rep.decode(i) for i in gen_ids]
     decoding = compare_decoding(
         model, rep, test_ids[: ev["decode_pieces"]], ev["primer_tokens"], ev["decode_steps"], params["generate"], device

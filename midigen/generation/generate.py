@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 from collections.abc import Callable
@@ -11,11 +12,23 @@ from typing import Any
 
 import numpy as np
 
+from midigen.data.keys import back_shifts, of_checkpoint, transpose_key
 from midigen.errors import MidigenError, ParamsError
 from midigen.models.base import SampleRequest, context_from, request_from
 from midigen.parallel import progress
 from midigen.representations import OutputContext, Representation
 from midigen.training import checkpoint
+
+
+def keyed_contexts(context: OutputContext, keys: list[list[int]] | None, n: int, seed: int) -> list[OutputContext]:
+    """The output context of each of n generated pieces: `context` moved (notes and key
+    signature) by a key shift drawn from a checkpoint's `keys` (midigen.data.keys.back_shifts:
+    a model trained in C writes in the corpus's keys), the same for the same seed; `context`
+    itself for every piece without keys. What write_pieces and midigen.api write with."""
+    return [
+        dataclasses.replace(context, transpose=s, key=transpose_key(context.key, s)) if s else context
+        for s in back_shifts(keys, n, seed)
+    ]
 
 
 def write_pieces(
@@ -26,15 +39,21 @@ def write_pieces(
     clear: bool = True,
     context: OutputContext | None = None,
     formats: tuple[str, ...] | list[str] = ("mid",),
+    keys: list[list[int]] | None = None,
+    seed: int = 0,
 ) -> list[Path]:
     """Write <prefix>_NN.mid (rep.write_midi with `context`) and <prefix>_NN.txt (tokens, one per
     line) per id sequence, and <prefix>_NN.musicxml (its score) when formats has "musicxml".
+    keys: the training pieces' key shifts of a model trained in C (midigen.data.keys.of_checkpoint):
+    each piece is moved (notes and key signature) by one drawn from them with `seed`
+    (generate.seed); the .txt keeps the model's own tokens, in C.
     clear empties out_dir first; either way no <prefix>_NN file of a longer earlier run is left
     behind. Whether other files may stay beside them is the caller's policy (the generate stage
     clears its folder; the CLI wants a new or empty one unless --force).
     A folder that cannot be written is a MidigenError naming it."""
     out_dir = Path(out_dir)
     paths = []
+    contexts = keyed_contexts(context or OutputContext(), keys, len(seqs), seed)
     score = "musicxml" in formats
     if score:
         from midigen.export.musicxml import require_beat_grid, write_musicxml
@@ -51,7 +70,7 @@ def write_pieces(
         # scores take about half a second each: a progress bar then
         for i, ids in enumerate(progress(seqs, desc=f"write {prefix}", unit="piece", disable=not score)):
             stem = out_dir / f"{prefix}_{i:02d}"
-            rep.write_midi(ids, stem.with_suffix(".mid"), context)
+            rep.write_midi(ids, stem.with_suffix(".mid"), contexts[i])
             stem.with_suffix(".txt").write_text("\n".join(rep.ids_to_tokens(ids)) + "\n", encoding="utf-8")
             if score:
                 write_musicxml(stem.with_suffix(".mid"), stem.with_suffix(".musicxml"), quantize=grid)
@@ -129,6 +148,16 @@ def generate(checkpoint_path: str | Path, params: dict[str, Any], out_dir: str |
     context = context_from(params["generate"])
     counts = {}
     for i, (prefix, seqs) in enumerate(outputs):
-        written = write_pieces(seqs, loaded.rep, out_dir, prefix, clear=i == 0, context=context, formats=formats)
+        written = write_pieces(
+            seqs,
+            loaded.rep,
+            out_dir,
+            prefix,
+            i == 0,
+            context,
+            formats,
+            of_checkpoint(loaded.ckpt),
+            params["generate"]["seed"],
+        )
         counts[prefix] = len(written)
     return counts

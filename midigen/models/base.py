@@ -194,9 +194,17 @@ class Family:
     # -- evaluate -------------------------------------------------------------------------------
 
     def evaluate(
-        self, model: nn.Module, rep: Representation, split_data, params: dict[str, Any], generated: Path, device
+        self,
+        model: nn.Module,
+        rep: Representation,
+        split_data,
+        params: dict[str, Any],
+        generated: Path,
+        device,
+        keys: list[list[int]] | None = None,
     ) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
-        """(the numbers of metrics/eval.json, the set distance per feature)."""
+        """(the numbers of metrics/eval.json, the set distance per feature). keys: the
+        checkpoint's key shifts (midigen.data.keys.of_checkpoint), for what it writes as files."""
         raise NotImplementedError
 
     def summary_lines(self, result: dict[str, Any]) -> list[str]:
@@ -289,11 +297,18 @@ class TokenLMFamily(Family):
         return [np.asarray(o, dtype=np.int64) for o in out]
 
     def evaluate(
-        self, model: nn.Module, rep: Representation, split_data, params: dict[str, Any], generated: Path, device
+        self,
+        model: nn.Module,
+        rep: Representation,
+        split_data,
+        params: dict[str, Any],
+        generated: Path,
+        device,
+        keys: list[list[int]] | None = None,
     ) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
         from midigen.evaluation.lm_eval import evaluate_token_model
 
-        return evaluate_token_model(self, model, rep, split_data, params, generated, device)
+        return evaluate_token_model(self, model, rep, split_data, params, generated, device, keys=keys)
 
     def summary_lines(self, result: dict[str, Any]) -> list[str]:
         from midigen.evaluation.lm_eval import summary_lines

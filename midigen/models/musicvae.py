@@ -636,7 +636,7 @@ class MusicVAEFamily(Family):
     def summary_line(self, count: dict[str, int]) -> str:
         return ", ".join(f"{n} {prefix}" for prefix, n in count.items())
 
-    def evaluate(self, model: MusicVAE, rep, split_data, params: dict[str, Any], generated, device):
+    def evaluate(self, model: MusicVAE, rep, split_data, params: dict[str, Any], generated, device, keys=None):
         from midigen.evaluation.vae_eval import evaluate_musicvae
 
         return evaluate_musicvae(model, rep, params, split_data, generated, device)

@@ -20,10 +20,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from midigen.data import keys
 from midigen.data.midi_io import read_notes, select_notes, write_midi
 from midigen.errors import MidiError
 
@@ -42,18 +43,23 @@ class OutputContext:
     score-time tokens); None = their default (120), and event tokens keep their own seconds.
     key: a key signature written at time 0 by score-time representations (None or "none": none).
     program: the General MIDI program of pitched notes (None: as decoded).
+    transpose: semitones pitched notes are moved by, kept inside the representation's pitch
+    range (midigen.data.keys.transpose_notes): a piece of a model trained in C (preprocess.key
+    c) moved to a key of the corpus. The key signature is the caller's to move (write_pieces).
     """
 
     tempo_bpm: float | None = None
     key: str | None = None
     program: int | None = None
+    transpose: int = 0
 
 
 def _limits(limits: dict[str, Any] | None) -> dict[str, Any]:
     """The reading limits: the given ones over preprocess's defaults."""
     from midigen.params import DEFAULTS
 
-    return {**DEFAULTS["preprocess"], **(limits or {})}
+    # a piece read without limits keeps its key (preprocess.key applies when they name it)
+    return {**DEFAULTS["preprocess"], "key": "keep", **(limits or {})}
 
 
 def check_duration(path: str, duration_s: float, limits: dict[str, Any]) -> None:
@@ -62,6 +68,20 @@ def check_duration(path: str, duration_s: float, limits: dict[str, Any]) -> None
         raise MidiError(
             path, f"lasts {duration_s:.0f} s, over preprocess.max_duration_s = {limits['max_duration_s']:g}"
         )
+
+
+class Checked(NamedTuple):
+    """What read_checked gives: the piece encode() takes, its length in seconds, and the
+    semitones it was moved by to C (preprocess.key c), None when its key was kept."""
+
+    piece: Any
+    duration: float
+    key_shift: int | None
+
+
+def key_info(shift: int | None) -> dict[str, int]:
+    """The index.csv field of a piece moved to C (key_shift), none when its key was kept."""
+    return {} if shift is None else {keys.SHIFT_COLUMN: shift}
 
 
 class Representation:
@@ -80,6 +100,9 @@ class Representation:
     score_tempo_bpm: float | None = None
     #: seconds of the shortest piece worth keeping (one step of the time grid)
     time_step: float = 0.0
+    #: whether preprocess.key c can move this representation's pieces to C (pitched notes in
+    #: a pitch range: pitch_min, pitch_max)
+    keyed: bool = True
 
     def __init__(self, vocab: list[str]):
         self.vocab = vocab
@@ -109,7 +132,7 @@ class Representation:
         """What encode() takes, read from a MIDI file within `limits` (preprocess's max_notes,
         max_duration_s, max_memory_mb and drums; default: their defaults): MidiError saying why a
         file cannot be used, before anything large is built."""
-        return self.read_checked(str(path), _limits(limits))[0]
+        return self.read_checked(str(path), _limits(limits)).piece
 
     def encode(self, piece: Any) -> np.ndarray:
         """A piece -> uint16 ids, framed by <BOS> ... <EOS>."""
@@ -118,17 +141,18 @@ class Representation:
     def tokenize_file(self, path: str, limits: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
         """One file -> (ids as the token store holds them, its index fields `info_keys`).
 
-        limits: preprocess's max_notes, max_duration_s and drums. Raises MidiError saying why a
-        file cannot be used."""
-        notes, duration = self.read_checked(path, limits)
+        limits: preprocess's max_notes, max_duration_s, drums and key. Raises MidiError saying
+        why a file cannot be used."""
+        notes, duration, shift = self.read_checked(path, limits)
         ids = self.encode(notes)
         if ids.shape[0] <= 2:
             raise MidiError(path, "no notes inside preprocess.pitch_min..pitch_max")
-        return ids, {"n_notes": int(notes.shape[0]), "duration_s": round(duration, 3)}
+        return ids, {"n_notes": int(notes.shape[0]), "duration_s": round(duration, 3), **key_info(shift)}
 
-    def read_checked(self, path: str, limits: dict[str, Any]) -> tuple[np.ndarray, float]:
-        """A file's notes as encode() takes them (drum policy applied) and its length in seconds;
-        MidiError when it has none or is too short or too long."""
+    def read_checked(self, path: str, limits: dict[str, Any]) -> Checked:
+        """A file's notes as encode() takes them (drum policy applied; moved to C when
+        limits["key"] is c, or auto for voices: midigen.data.keys), its length in seconds and the shift
+        applied (None: key keep); MidiError when it has none or is too short or too long."""
         notes = self.read(path, limits["max_notes"])
         if notes.shape[0] == 0:
             raise MidiError(path, "no notes")
@@ -139,7 +163,10 @@ class Representation:
         if duration < self.time_step:
             raise MidiError(path, f"lasts {duration:.3g} s, less than one time step (absurd tempo?)")
         check_duration(path, duration, limits)
-        return notes, duration
+        shift = None
+        if keys.resolve(limits.get("key", "keep"), self.name) == "c":
+            notes, shift = keys.to_c(notes, self.pitch_min, self.pitch_max)
+        return Checked(notes, duration, shift)
 
     # -- ids -> notes -> files ------------------------------------------------------------------
 
@@ -151,6 +178,8 @@ class Representation:
         """Any id sequence a model can produce -> notes, timed and voiced as `context` says."""
         notes = self.decode_notes(ids)
         context = context or OutputContext()
+        if context.transpose:
+            notes = keys.transpose_notes(notes, context.transpose, self.pitch_min, self.pitch_max)
         if self.score_tempo_bpm and context.tempo_bpm:
             # decoded at score_tempo_bpm: stretch to the asked tempo
             scale = self.score_tempo_bpm / context.tempo_bpm

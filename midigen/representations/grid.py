@@ -122,6 +122,9 @@ class GridRepresentation(Representation):
     name: str = ""
     layout = "windows"
     info_keys = ("n_notes", "duration_s", "windows", "tempo_bpm")
+    #: preprocess.key c does not apply: drum classes have no key, and a melody grid is read on
+    #: its own path (read_piece)
+    keyed = False
     #: a silent pattern is still written as a drum track (drums) or a pitched one (melody)
     drum_track: bool = False
     #: what a window must hold to be kept, for the reason given when a file has none

@@ -27,7 +27,7 @@ import numpy as np
 
 from midigen.data.midi_io import FERMATA, read_marks, write_midi
 from midigen.errors import MidiError
-from midigen.representations.base import BOS, EOS, SPECIALS, OutputContext
+from midigen.representations.base import BOS, EOS, SPECIALS, Checked, OutputContext, key_info
 from midigen.representations.score_time import (
     SCORE_TEMPO_BPM,
     STEP_S,
@@ -105,14 +105,14 @@ class VoicesRepresentation(ScoreTimeRepresentation):
 
     # -- files -> frames -> ids -----------------------------------------------------------------
 
-    def read_checked(self, path: str, limits: dict[str, Any]) -> tuple[Chorale, float]:
+    def read_checked(self, path: str, limits: dict[str, Any]) -> Checked:
         """The file's notes and fermatas; MidiError also for a file without a time signature."""
-        notes, duration = super().read_checked(path, limits)
+        notes, duration, shift = super().read_checked(path, limits)
         marks = read_marks(path)
         if not marks.meters:
             raise MidiError(path, "no time signature (no meter): voices reads scores, e.g. chorales")
         steps = [int(np.floor(q * STEPS_PER_QUARTER + 0.5)) for q, text in marks.markers if text == FERMATA]
-        return Chorale(notes, np.asarray(sorted(set(steps)), dtype=np.int64)), duration
+        return Checked(Chorale(notes, np.asarray(sorted(set(steps)), dtype=np.int64)), duration, shift)
 
     def frames(self, piece: Chorale | np.ndarray) -> Frames:
         """The frame grid of a chorale (or of bare notes, without fermatas)."""
@@ -173,7 +173,7 @@ class VoicesRepresentation(ScoreTimeRepresentation):
     def tokenize_file(self, path: str, limits: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
         """One file -> ids and index fields; MidiError for a file whose frames go over
         max_voices too often (see MAX_OVER_SHARE) or that has no note in the pitch range."""
-        chorale, duration = self.read_checked(path, limits)
+        chorale, duration, shift = self.read_checked(path, limits)
         frames = self.frames(chorale)
         count = frames.sound.sum(axis=1)
         if not count.any():
@@ -192,6 +192,7 @@ class VoicesRepresentation(ScoreTimeRepresentation):
             "frames": int(count.shape[0]),
             "fermata_frames": int(frames.fermata.sum()),
             "over_voices": over,
+            **key_info(shift),
         }
         return self.encode_frames(frames), info
 

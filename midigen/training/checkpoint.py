@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from midigen import models, representations
+from midigen.data import keys
 from midigen.errors import DataError
 from midigen.models.base import Family
 from midigen.representations import Representation
@@ -207,4 +208,7 @@ def summary(ckpt: dict[str, Any], path: str | Path = "checkpoint") -> dict[str, 
     attributes = ckpt["model"].get("attributes")
     if isinstance(attributes, dict):
         out["attributes"] = sorted(attributes)
+    shifts = keys.of_checkpoint(ckpt)
+    if shifts:  # trained in C: the training pieces' shifts, [[semitones, pieces], ...]
+        out["key_shifts"] = shifts
     return out

@@ -97,6 +97,7 @@ def train_model(
     data_fingerprint: str,
     on_epoch: Callable[[dict], None] | None = None,
     time_budget_s: float | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train the family params["model"]["kind"] names on train_data (its layout: an id stream
     or windows); write out_dir/best.pt and out_dir/last.pt.
@@ -127,7 +128,8 @@ def train_model(
     model = family.build(mp, rep).to(device)
     history = History()
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
-    extra = family.checkpoint_extra(params)
+    # the data's entries (the training pieces' keys, midigen.data.keys), then the family's
+    extra = {**(extra or {}), **family.checkpoint_extra(params)}
 
     def payload(epoch: int, state: dict[str, torch.Tensor], resume: dict | None = None) -> dict:
         return checkpoint.build(model, family, rep, epoch, history.rows, run_fp, data_fingerprint, state, extra, resume)
