@@ -310,6 +310,36 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_harmonize(args: argparse.Namespace) -> int:
+    from midigen.generation.generate import write_pieces
+    from midigen.generation.grammar import GrammarLimits
+    from midigen.generation.harmonize import harmonize, read_melody
+    from midigen.models.base import request_from
+    from midigen.representations import OutputContext
+    from midigen.training.checkpoint import load_model
+
+    g = _generate_params(args)
+    loaded = load_model(args.checkpoint, args.device)
+    if loaded.rep.name != "voices":
+        raise ParamsError(
+            f"--checkpoint {args.checkpoint}: harmonize needs a model trained on preprocess.representation = voices "
+            f"(this one reads {loaded.rep.name})"
+        )
+    voices = args.voices if args.voices is not None else loaded.rep.max_voices
+    if not 1 <= voices <= loaded.rep.max_voices:
+        raise ParamsError(f"--voices {voices}: this model writes 1 to {loaded.rep.max_voices} voices")
+    notes, tempo = read_melody(args.melody, loaded.rep, args.track)
+    limits = GrammarLimits(g["max_note_beats"], voices, g["tempo"])
+    request = request_from(g, limits=limits)
+    check_out_folder(args.out, args.force)
+    seqs = harmonize(loaded.model, loaded.rep, notes, request, loaded.device)
+    context = OutputContext(args.tempo or tempo, None, g["program"])
+    paths = write_pieces(seqs, loaded.rep, args.out, "harmony", clear=False, context=context)
+    for path, ids in zip(paths, seqs, strict=True):
+        print(f"{path}  ({len(ids)} tokens, {voices} voices at most, {context.tempo_bpm:g} quarter notes per minute)")
+    return 0
+
+
 #: interpolate's --steps at most: as many files as generate.num_files allows
 MAX_INTERPOLATION_STEPS = 1024
 
@@ -691,6 +721,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (sample_NN.mid and .txt; new or empty, unless --force)")
     _add_force_flag(p)
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("harmonize", help="voices models: keep a melody as the soprano and write the voices below it")
+    p.add_argument("melody", help="a .mid file: its top line (or --track) is the soprano")
+    p.add_argument("--checkpoint", default="models/best.pt", help="a voices checkpoint (default: models/best.pt)")
+    p.add_argument("--params", default="params.yaml", help="params file whose generate section gives the defaults")
+    p.add_argument("--track", default=None, help="take the melody from the track of this name (one line)")
+    p.add_argument(
+        "--voices", type=_integer, default=None, help="voices in all, soprano included (default: the model's)"
+    )
+    p.add_argument("--num-files", type=_integer, default=1, help="harmonizations to write (default 1)")
+    p.add_argument(
+        "--temperature", type=float, default=None, help=_default_help("generate", "temperature", "softmax temperature")
+    )
+    p.add_argument("--top-k", type=_integer, default=None, help=_default_help("generate", "top_k", "top-k"))
+    p.add_argument("--top-p", type=float, default=None, help=_default_help("generate", "top_p", "nucleus sampling"))
+    p.add_argument("--seed", type=_integer, default=None, help=_default_help("generate", "seed", "random seed"))
+    p.add_argument("--tempo", type=float, default=None, help="quarter notes per minute (default: the melody's)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run (default: auto)")
+    p.add_argument("--out", required=True, help="output folder (harmony_NN.mid and .txt; new or empty, unless --force)")
+    _add_force_flag(p)
+    p.set_defaults(func=cmd_harmonize)
 
     p = sub.add_parser("interpolate", help="MusicVAE: walk the latent space from one MIDI file's window to another's")
     p.add_argument("a", help="first .mid file (its first usable window, or --bar)")

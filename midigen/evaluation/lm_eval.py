@@ -217,6 +217,11 @@ def evaluate_token_model(
         "num_generated": len(gen_ids),
         "num_test": len(test_ids),
     }
+    if rep.name == "voices" and ev["harmonize_pieces"]:  # the model harmonizes test chorales' sopranos
+        from midigen.evaluation.harmonization import evaluate_harmonization
+
+        pieces = test_ids[: ev["harmonize_pieces"]]
+        result["harmonization"] = evaluate_harmonization(model, rep, pieces, params["generate"], device)
     return result, distance
 
 
@@ -268,4 +273,8 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
             f"  {mode:8s} decoding: longest run {d['longest_run']['mean']:.1f}, distinct share "
             f"{d['distinct_share']['mean']:.3f}, free-running accuracy {d['free_running_accuracy']['mean']:.3f}"
         )
+    if "harmonization" in result:
+        from midigen.evaluation.harmonization import summary_line
+
+        lines.append(summary_line(result["harmonization"]))
     return lines

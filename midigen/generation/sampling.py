@@ -120,3 +120,25 @@ def generate_tokens(
     order = torch.sort(rows, stable=True).indices  # log is in step order: keep it per row
     per_row = torch.split(ids[order], torch.bincount(rows, minlength=batch).tolist())
     return [list(p) + t.tolist() for p, t in zip(prompts, per_row, strict=True)]
+
+
+def sample_request(
+    model: torch.nn.Module, prompts: list[list[int]], max_steps: int, eos_id: int, request, grammar=None
+):
+    """generate_tokens with a midigen.models.base.SampleRequest's controls (temperature, top_k,
+    top_p, greedy) and a generator on the model's device seeded with request.seed."""
+    device = next(iter(model.state_dict().values())).device
+    gen = torch.Generator(device=device)
+    gen.manual_seed(request.seed)
+    return generate_tokens(
+        model,
+        prompts,
+        max_steps,
+        eos_id,
+        request.temperature,
+        request.top_k,
+        request.top_p,
+        generator=gen,
+        greedy=request.greedy,
+        grammar=grammar,
+    )

@@ -23,6 +23,7 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "lstm": ("midigen.models.lstm", "sequence"),
     "musicvae": ("midigen.models.musicvae", "windows"),
     "ngram": ("midigen.models.ngram", "sequence"),
+    "transformer": ("midigen.models.transformer", "sequence"),
 }
 
 

@@ -212,6 +212,26 @@ class Family:
         return []
 
 
+class TokenLM(nn.Module):
+    """What every next-token model shares: a dataclass `config`, and generate() through the
+    batched sampler. A subclass implements forward(ids (B, T), state) -> (logits (B, T, vocab),
+    state) and keep_rows(state, keep)."""
+
+    config: Any
+
+    def config_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self.config)
+
+    def generate(self, prompts: list[list[int]], max_steps: int, eos_id: int, *args, **kwargs) -> list[list[int]]:
+        """Continue every prompt at once: midigen.generation.sampling.generate_tokens (temperature,
+        top_k, top_p, generator, greedy, grammar)."""
+        from midigen.generation.sampling import generate_tokens
+
+        return generate_tokens(self, prompts, max_steps, eos_id, *args, **kwargs)
+
+
 class TokenLMFamily(Family):
     """Next-token language models over "sequence" stores (the LSTM, the n-gram baseline, ...):
     random windows of train.seq_len ids, cross-entropy, batched sampling from <BOS> or a primer,
@@ -266,27 +286,14 @@ class TokenLMFamily(Family):
         self, model: nn.Module, rep: Representation, request: SampleRequest, device: torch.device
     ) -> list[np.ndarray]:
         """request.num pieces, each from <BOS> (or the primer's tokens) to <EOS> or max_steps."""
-        from midigen.generation.sampling import generate_tokens
+        from midigen.generation.sampling import sample_request
 
         prompt = [BOS]
         if request.primer is not None:
             ids = rep.encode(rep.read_piece(request.primer))
             prompt = ids[:-1].tolist()  # without <EOS>, so the model continues
-        gen = torch.Generator(device=device)
-        gen.manual_seed(request.seed)
         grammar = rep.grammar(request.limits) if request.limits is not None else None
-        out = generate_tokens(
-            model,
-            [prompt] * request.num,
-            request.max_steps,
-            EOS,
-            request.temperature,
-            request.top_k,
-            request.top_p,
-            generator=gen,
-            greedy=request.greedy,
-            grammar=grammar,
-        )
+        out = sample_request(model, [prompt] * request.num, request.max_steps, EOS, request, grammar)
         return [np.asarray(o, dtype=np.int64) for o in out]
 
     def evaluate(

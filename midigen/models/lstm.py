@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from midigen.errors import ParamsError
-from midigen.models.base import TokenLMFamily
+from midigen.models.base import TokenLM, TokenLMFamily
 from midigen.representations import Representation
 
 
@@ -24,7 +24,7 @@ class LSTMConfig:
     dropout: float
 
 
-class LSTMLM(nn.Module):
+class LSTMLM(TokenLM):
     def __init__(self, config: LSTMConfig):
         super().__init__()
         self.config = config
@@ -41,23 +41,21 @@ class LSTMLM(nn.Module):
 
     def forward(self, x: torch.Tensor, state=None) -> tuple[torch.Tensor, tuple]:
         """x: (batch, time) ids -> logits (batch, time, vocab), LSTM state."""
-        out, state = self.lstm(self.drop(self.embed(x)), state)
+        # oneDNN's LSTM kernel re-packs its weights on every call: for the sampler's one-token
+        # steps on the CPU the plain kernel is ~3x faster (1.4 vs 4.0 ms a step, batch 38, measured)
+        step = x.shape[1] == 1 and x.device.type == "cpu" and not torch.is_grad_enabled()
+        before = torch.backends.mkldnn.set_flags(_enabled=False, _fp32_precision=None)[0] if step else None
+        try:
+            out, state = self.lstm(self.drop(self.embed(x)), state)
+        finally:
+            if step:
+                torch.backends.mkldnn.set_flags(_enabled=before, _fp32_precision=None)
         return self.head(self.drop(out)), state
 
     @staticmethod
     def keep_rows(state: tuple, keep: torch.Tensor) -> tuple:
         """The state of the batch rows where keep is True (finished pieces leave the batch)."""
         return tuple(s[:, keep] for s in state)
-
-    def config_dict(self) -> dict:
-        return asdict(self.config)
-
-    def generate(self, prompts: list[list[int]], max_steps: int, eos_id: int, *args, **kwargs) -> list[list[int]]:
-        """Continue every prompt at once: midigen.generation.sampling.generate_tokens (temperature,
-        top_k, top_p, generator, greedy)."""
-        from midigen.generation.sampling import generate_tokens
-
-        return generate_tokens(self, prompts, max_steps, eos_id, *args, **kwargs)
 
 
 class LSTMFamily(TokenLMFamily):

@@ -1,0 +1,159 @@
+"""Harmonizing a melody with a voices model: the melody stays the top voice note for note (a folk
+melody from music21's Essen collection), the lower voices follow the voices grammar, the CLI
+writes one track per voice at the melody's tempo, and unusable melodies are one error line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pretty_midi
+import pytest
+import torch
+from conftest import tiny_params, write_pretty_midi
+
+from midigen.cli import main
+from midigen.evaluation.harmonization import evaluate_harmonization, parallels, voice_grid
+from midigen.generation.grammar import GrammarLimits
+from midigen.generation.harmonize import harmonize, melody_frames, read_melody
+from midigen.models.base import SampleRequest
+from midigen.params import DEFAULTS
+from midigen.representations import EOS, from_params
+from midigen.training.loop import train_model
+
+CPU = torch.device("cpu")
+TINY_TRANSFORMER = {
+    **DEFAULTS["model"],
+    **{"kind": "transformer", "layers": 1, "heads": 2, "d_model": 16, "d_ff": 32, "context": 64, "dropout": 0.0},
+}
+
+
+@pytest.fixture(scope="module")
+def voices_rep():
+    return from_params({**DEFAULTS["preprocess"], "representation": "voices", "pitch_min": 36, "pitch_max": 84})
+
+
+@pytest.fixture(scope="module")
+def voices_ids(chorale_paths, voices_rep) -> list[np.ndarray]:
+    return [voices_rep.encode(voices_rep.read_piece(p)).astype(np.int64) for p in chorale_paths]
+
+
+@pytest.fixture(scope="module", params=["lstm", "transformer"])
+def checkpoint(request, tmp_path_factory, voices_ids, voices_rep, torch_one_thread):
+    """A tiny model of each family trained one epoch on four chorales' voices tokens."""
+    model = TINY_TRANSFORMER if request.param == "transformer" else None
+    train, val = np.concatenate(voices_ids[:4]), voices_ids[4]
+    params = tiny_params(model, epochs=1, batch_size=8, seq_len=64)
+    return train_model(voices_rep, train, val, params, tmp_path_factory.mktemp(request.param), "fp").best_path
+
+
+@pytest.fixture(scope="module")
+def folk_melody(folk_paths):
+    """The first Essen melody (teste.abc) whose notes all lie on the sixteenth grid."""
+    for path in folk_paths:
+        pm = pretty_midi.PrettyMIDI(str(path))
+        quarter = 60.0 / pm.get_tempo_changes()[1][0]
+        notes = [(n.pitch, n.start / quarter, n.end / quarter) for i in pm.instruments for n in i.notes]
+        if all(abs(t * 4 - round(t * 4)) < 1e-6 for _, s, e in notes for t in (s, e)):
+            return path, sorted((round(s * 4), round(e * 4), p) for p, s, e in notes)
+    pytest.fail("no Essen melody on the sixteenth grid")
+
+
+def track_steps(path, name: str) -> list[tuple[int, int, int]]:
+    """(onset, offset, pitch) in sixteenths of the notes of the track called `name`."""
+    pm = pretty_midi.PrettyMIDI(str(path))
+    quarter = 60.0 / pm.get_tempo_changes()[1][0]
+    track = next(i for i in pm.instruments if i.name == name)
+    return sorted((round(n.start / quarter * 4), round(n.end / quarter * 4), n.pitch) for n in track.notes)
+
+
+def test_harmonizing_a_folk_melody_keeps_it_as_the_soprano_note_for_note(checkpoint, folk_melody, tmp_path, capsys):
+    path, melody = folk_melody
+    out = tmp_path / "out"
+    args = ["harmonize", str(path), "--checkpoint", str(checkpoint), "--out", str(out), "--num-files", "2"]
+    assert main([*args, "--device", "cpu", "--seed", "5"]) == 0
+    written = sorted(out.glob("harmony_*.mid"))
+    assert len(written) == 2
+    lower = 0
+    for mid in written:
+        pm = pretty_midi.PrettyMIDI(str(mid))
+        assert pm.get_tempo_changes()[1].tolist() == pytest.approx(
+            pretty_midi.PrettyMIDI(str(path)).get_tempo_changes()[1][:1].tolist()
+        )
+        assert {i.name for i in pm.instruments if i.notes} <= {"Soprano", "Alto", "Tenor", "Bass"}
+        assert track_steps(mid, "Soprano") == [(s, e, p) for s, e, p in melody]
+        lower += sum(len(i.notes) for i in pm.instruments if i.name != "Soprano")
+    assert lower > 0, "the model wrote no voice below the melody"
+    assert "harmony_01.mid" in capsys.readouterr().out
+
+
+def test_every_frame_starts_with_the_melody_and_the_voices_below_obey_the_grammar(checkpoint, folk_melody, voices_rep):
+    from midigen.training.checkpoint import load_model
+
+    loaded = load_model(checkpoint, "cpu")
+    notes, _ = read_melody(folk_melody[0], voices_rep)
+    melody = melody_frames(voices_rep, notes)
+    limits = GrammarLimits(8.0, 3)
+    seqs = harmonize(loaded.model, voices_rep, notes, SampleRequest(4, seed=2, limits=limits), CPU)
+    grammar = voices_rep.grammar(limits)
+    for ids in seqs:
+        assert ids[-1] == EOS
+        frames = np.split(ids[1:-1], np.flatnonzero(ids[1:-1] == voices_rep.frame_id) + 1)[:-1]
+        assert len(frames) == melody.column.shape[0]
+        for f, frame in enumerate(frames):
+            if melody.column[f] < 0:  # the melody rests: so does everything
+                assert frame.tolist() == [voices_rep.frame_id]
+                continue
+            first = voices_rep.new_base if melody.struck[f] else voices_rep.tie_base
+            assert frame[0] == first + melody.column[f]
+            assert len(frame) <= 4  # three voices and the delimiter
+        assert (melody.column >= 0).sum() > 0.8 * melody.column.shape[0]
+        state = grammar.start(1, CPU)
+        for i in ids[1:].tolist():
+            if state["count"].item():  # the voices below the soprano: legal under the grammar
+                assert bool(grammar.allowed(state)[0, i]), voices_rep.vocab[i]
+            state = grammar.advance(state, torch.tensor([i]))
+
+
+def test_unusable_melodies_and_checkpoints_are_one_error_line(checkpoint, folk_melody, tmp_path, capsys, trained_run):
+    high = write_pretty_midi(tmp_path / "high.mid", [(100, 0.0, 0.5), (98, 0.5, 1.0)])
+    empty = tmp_path / "empty.mid"
+    pretty_midi.PrettyMIDI().write(str(empty))
+    cases = [
+        ([str(high), "--checkpoint", str(checkpoint)], "pitch 100 is outside the model's range 36..84"),
+        ([str(empty), "--checkpoint", str(checkpoint)], "no notes"),
+        ([str(folk_melody[0]), "--checkpoint", str(checkpoint), "--voices", "5"], "--voices 5"),
+        ([str(folk_melody[0]), "--checkpoint", str(checkpoint), "--track", "Flute"], "no track named 'Flute'"),
+        ([str(folk_melody[0]), "--checkpoint", str(trained_run[0] / "best.pt")], "representation = voices"),
+    ]
+    for i, (args, words) in enumerate(cases):
+        capsys.readouterr()
+        assert main(["harmonize", *args, "--device", "cpu", "--out", str(tmp_path / f"o{i}")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error:") and words in err[0], err
+        assert not (tmp_path / f"o{i}").exists()
+
+
+def test_parallel_fifths_and_octaves_are_counted_only_for_voices_moving_together():
+    grid = np.array(
+        [
+            [67, 60, 48, -1],  # G over C: a fifth (and C over C: an octave)
+            [69, 62, 50, -1],  # all up by step: parallel fifth (0-1), octaves (1-2), a fifth (0-2 is 19 -> 7)
+            [69, 62, 50, -1],  # held: no motion, nothing counted
+            [71, 64, 47, -1],  # 0-1 fifth again, 2 moves down: contrary
+        ]
+    )
+    fifths, octaves, changes = parallels(grid)
+    assert (fifths, octaves, changes) == (3, 1, 3)
+
+
+def test_evaluate_harmonization_keeps_bachs_sopranos_and_compares_with_his_voices(checkpoint, voices_ids, voices_rep):
+    from midigen.training.checkpoint import load_model
+
+    loaded = load_model(checkpoint, "cpu")
+    result = evaluate_harmonization(loaded.model, voices_rep, voices_ids[3:], DEFAULTS["generate"], CPU)
+    assert result["pieces"] == 2 and result["soprano_kept"]
+    assert 0 <= result["voice_count_tv"] <= 1
+    assert len(result["voice_accuracy"]) == 3 and all(0 <= a <= 1 for a in result["voice_accuracy"])
+    bach = result["bach"]
+    assert bach["voice_counts"][4] > 0.8  # Bach's chorales: four voices in most frames
+    assert bach["range_violations"] < 0.1 and 0.8 < bach["pitch_in_key"] <= 1
+    assert bach["frames"] == sum(voice_grid(voices_rep, i).shape[0] for i in voices_ids[3:])
