@@ -1,4 +1,4 @@
-"""The Python API: what `python -m midigen sample|interpolate|reconstruct|humanize|tap2drum`
+"""The Python API: what `python -m midigen sample|harmonize|interpolate|reconstruct|humanize|tap2drum`
 does, from a notebook or a script, without files in between.
 
     import midigen
@@ -73,6 +73,17 @@ class Piece:
         self.rep.write_midi(self.ids, path, self.context)
         return path
 
+    def write_musicxml(self, path: str | Path) -> Path:
+        """Write the piece as a MusicXML score (as `midigen export --musicxml` writes its MIDI
+        file: key, meter, note values, one part per voice or track); returns the path. Only for
+        pieces on a beat grid (not events timed in seconds)."""
+        from midigen.export.musicxml import require_beat_grid, write_musicxml
+
+        require_beat_grid(self.rep, "write_musicxml")
+        path = Path(path)
+        write_musicxml(self.to_pretty_midi(), path)
+        return path
+
     def midi_bytes(self) -> bytes:
         """The MIDI file `write` would write, as bytes."""
         with tempfile.TemporaryDirectory(prefix="midigen-") as tmp:
@@ -113,6 +124,55 @@ def checkpoint_info(ckpt: dict[str, Any]) -> dict[str, Any]:
 
 def _checked(key: str, value: Any) -> Any:
     return SCHEMA["generate"][key].check(key, value)
+
+
+def harmonize_melody(
+    loaded: checkpoint.Loaded,
+    generate_params: dict[str, Any],
+    melody: str | Path,
+    voices: int | None = None,
+    track: str | None = None,
+    tempo: float | None = None,
+    where: str = "checkpoint",
+) -> tuple[list[np.ndarray], OutputContext]:
+    """generate_params["num_files"] harmonizations of the melody in a MIDI file (its top line, or
+    its track named `track`) by a voices model: (token id sequences, the context to write them
+    with). A model trained in C (preprocess.key c) harmonizes the melody moved to C, and the
+    context moves the result back by the same shift, so the soprano is the melody note for note.
+    What `midigen harmonize`, Model.harmonize and the studio run."""
+    from midigen.data import keys
+    from midigen.generation.grammar import GrammarLimits
+    from midigen.generation.harmonize import harmonize, read_melody
+    from midigen.models.base import request_from
+
+    rep, g = loaded.rep, generate_params
+    if rep.name != "voices":
+        raise ParamsError(
+            f"{where}: harmonize needs a model trained on preprocess.representation = voices "
+            f"(this one reads {rep.name})"
+        )
+    voices = voices if voices is not None else rep.max_voices
+    if not 1 <= voices <= rep.max_voices:
+        raise ParamsError(f"--voices {voices}: this model writes 1 to {rep.max_voices} voices")
+    notes, file_tempo = read_melody(melody, rep, track)
+    shift = 0
+    if keys.of_checkpoint(loaded.ckpt):
+        notes, shift = keys.to_c(notes, rep.pitch_min, rep.pitch_max)
+    request = request_from(g, limits=GrammarLimits(g["max_note_beats"], voices, g["tempo"]))
+    seqs = harmonize(loaded.model, rep, notes, request, loaded.device)
+    if shift:  # back by exactly the shift (a lower note out of range folds by octaves), re-encoded
+        seqs = [rep.encode(_moved_back(rep.decode(ids), shift, rep.pitch_min, rep.pitch_max)) for ids in seqs]
+    return seqs, OutputContext(tempo or file_tempo, None, g["program"])
+
+
+def _moved_back(notes: np.ndarray, shift: int, lo: int, hi: int) -> np.ndarray:
+    """Harmonized notes moved by exactly -shift (the melody's way back to its key, so the soprano
+    is the user's); a note that leaves lo..hi moves by octaves until it is inside."""
+    out = notes.copy()
+    pitch = out["pitch"].astype(np.int64) - shift
+    pitch = np.where(pitch < lo, pitch + 12 * -(-(lo - pitch) // 12), pitch)
+    out["pitch"] = np.where(pitch > hi, pitch - 12 * -(-(pitch - hi) // 12), pitch)
+    return out
 
 
 class Model:
@@ -288,6 +348,30 @@ class Model:
     def tap2drum(self, midi: str | Path, *, temperature: float = 0.0, seed: int = 0, tempo: float | None = None):
         """GrooVAE: every note of the file (any instrument) as one tapped rhythm, turned into drums."""
         return self._file_task("tap2drum", midi, temperature, seed, tempo)
+
+    def harmonize(
+        self,
+        melody: str | Path,
+        num: int = 1,
+        *,
+        voices: int | None = None,
+        track: str | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        tempo: float | None = None,
+    ) -> list[Piece]:
+        """voices models: `num` harmonizations of the melody in a MIDI file (its top line, or the
+        track named `track`) kept as the soprano, the model writing the voices below (at most
+        `voices`); as `midigen harmonize` writes them."""
+        g = dict(self.generate_params)
+        g["num_files"] = _checked("num_files", num)
+        for name, value in {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}.items():
+            if value is not None:
+                g[name] = _checked(name, value)
+        seqs, context = harmonize_melody(self.loaded, g, melody, voices, track, tempo, str(self.path))
+        return self._pieces(seqs, context)
 
     # -- helpers ---------------------------------------------------------------------------------
 

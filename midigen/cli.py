@@ -311,30 +311,18 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_harmonize(args: argparse.Namespace) -> int:
+    from midigen.api import harmonize_melody
     from midigen.generation.generate import write_pieces
-    from midigen.generation.grammar import GrammarLimits
-    from midigen.generation.harmonize import harmonize, read_melody
-    from midigen.models.base import request_from
-    from midigen.representations import OutputContext
     from midigen.training.checkpoint import load_model
 
     g = _generate_params(args)
     loaded = load_model(args.checkpoint, args.device)
-    if loaded.rep.name != "voices":
-        raise ParamsError(
-            f"--checkpoint {args.checkpoint}: harmonize needs a model trained on preprocess.representation = voices "
-            f"(this one reads {loaded.rep.name})"
-        )
-    voices = args.voices if args.voices is not None else loaded.rep.max_voices
-    if not 1 <= voices <= loaded.rep.max_voices:
-        raise ParamsError(f"--voices {voices}: this model writes 1 to {loaded.rep.max_voices} voices")
-    notes, tempo = read_melody(args.melody, loaded.rep, args.track)
-    limits = GrammarLimits(g["max_note_beats"], voices, g["tempo"])
-    request = request_from(g, limits=limits)
-    check_out_folder(args.out, args.force)
-    seqs = harmonize(loaded.model, loaded.rep, notes, request, loaded.device)
-    context = OutputContext(args.tempo or tempo, None, g["program"])
+    check_out_folder(args.out, args.force)  # before sampling, which is the slow part
+    seqs, context = harmonize_melody(
+        loaded, g, args.melody, args.voices, args.track, args.tempo, f"--checkpoint {args.checkpoint}"
+    )
     paths = write_pieces(seqs, loaded.rep, args.out, "harmony", clear=False, context=context)
+    voices = args.voices if args.voices is not None else loaded.rep.max_voices
     for path, ids in zip(paths, seqs, strict=True):
         print(f"{path}  ({len(ids)} tokens, {voices} voices at most, {context.tempo_bpm:g} quarter notes per minute)")
     return 0

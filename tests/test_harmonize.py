@@ -157,3 +157,63 @@ def test_evaluate_harmonization_keeps_bachs_sopranos_and_compares_with_his_voice
     assert bach["voice_counts"][4] > 0.8  # Bach's chorales: four voices in most frames
     assert bach["range_violations"] < 0.1 and 0.8 < bach["pitch_in_key"] <= 1
     assert bach["frames"] == sum(voice_grid(voices_rep, i).shape[0] for i in voices_ids[3:])
+
+
+def test_a_model_trained_in_c_harmonizes_a_melody_in_its_own_key(checkpoint, folk_melody, tmp_path):
+    """preprocess.key c: the melody is harmonized in C and the result moved back, so the soprano
+    is still the user's melody in its own key, note for note, and the voices below move with it."""
+    import torch
+
+    from midigen.data import keys
+
+    path, melody = folk_melody
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    ckpt[keys.KEY_SHIFTS] = [[-5, 3], [2, 1]]  # what the train stage writes for a store moved to C
+    in_c = tmp_path / "in_c.pt"
+    torch.save(ckpt, in_c)
+    pitches = np.array([p for _, _, p in melody])
+    assert keys.shift_to_c(keys.major_root(pitches)) != 0, "pick a melody that is not in C"
+    out = tmp_path / "out"
+    args = ["harmonize", str(path), "--checkpoint", str(in_c), "--out", str(out), "--device", "cpu", "--seed", "5"]
+    assert main(args) == 0
+    (mid,) = sorted(out.glob("harmony_*.mid"))
+    assert track_steps(mid, "Soprano") == [(s, e, p) for s, e, p in melody]
+
+
+def test_the_python_api_and_the_studio_harmonize_like_the_cli(checkpoint, folk_melody, tmp_path):
+    """midigen.load(...).harmonize and POST /api/harmonize run the CLI's harmonization: the same
+    soprano, note for note, and the same file for the same seed."""
+    import io
+    import json
+    import shutil
+
+    import midigen
+    from midigen.studio.catalog import find
+    from midigen.studio.server import create_app
+
+    path, melody = folk_melody
+    (piece,) = midigen.load(checkpoint, "cpu").harmonize(path, 1, seed=5)
+    written = piece.write(tmp_path / "api.mid")
+    assert track_steps(written, "Soprano") == [(s, e, p) for s, e, p in melody]
+    assert (
+        main(
+            ["harmonize", str(path), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "cli")]
+            + ["--device", "cpu", "--seed", "5"]
+        )
+        == 0
+    )
+    assert (tmp_path / "cli/harmony_00.mid").read_bytes() == written.read_bytes()
+    (tmp_path / "models").mkdir()
+    shutil.copy(checkpoint, tmp_path / "models/voices.pt")
+    catalog = find(tmp_path / "models", "cpu")
+    try:
+        client = create_app(catalog).test_client()
+        request = {
+            "request": json.dumps({"model": "voices", "seed": 5}),
+            "melody": (io.BytesIO(path.read_bytes()), path.name),
+        }
+        response = client.post("/api/harmonize", data=request)
+        assert response.status_code == 200 and response.mimetype == "audio/midi", response.get_data(as_text=True)[:300]
+        assert response.data == written.read_bytes()
+    finally:
+        catalog.close()

@@ -241,3 +241,8 @@ def test_a_taken_port_is_one_clear_error(workspace):
         port = taken.getsockname()[1]
         with pytest.raises(ParamsError, match=f"--host 127.0.0.1 --port {port}: Address already in use"):
             serve(workspace / "models", "127.0.0.1", port, "cpu")
+
+
+def test_harmonize_wants_a_voices_model(client, chorale_paths):
+    response = client.post("/api/harmonize", data=form({"model": "best"}, melody=upload(chorale_paths[0])))
+    assert "representation = voices" in error_of(response, 400)

@@ -42,6 +42,8 @@ MAX_STEPS_INTERPOLATION = 16
 #: preprocessing, and every upload is read within preprocess's other limits too)
 MAX_REQUEST_MB = 10
 #: the controls /api/sample passes to Model.sample
+#: the controls /api/harmonize passes on to Model.harmonize (besides voices and track)
+HARMONIZE_KEYS = ("temperature", "top_k", "top_p", "seed", "tempo")
 SAMPLE_KEYS = (
     "temperature",
     "top_k",
@@ -299,6 +301,26 @@ def create_app(catalog: Catalog, token: str | None = None):
             a, b = save_upload("a", folder), save_upload("b", folder)
             pieces = run(id_, f"interpolating {steps}", folder, lambda m: m.interpolate(a, b, steps, **kwargs))
             return respond(pieces, "interp", fmt)
+
+    @app.post("/api/harmonize")
+    def harmonize():
+        """A melody (an uploaded MIDI file, its top line or the track named `track`) kept as the
+        soprano of a voices model; the model writes the voices below."""
+        data = body()
+        unknown(data, ("model", "num_files", "format", "voices", "track", *HARMONIZE_KEYS))
+        id_ = model_id(data)
+        num = integer(data, "num_files", 1, MAX_NUM_FILES)
+        fmt = output_format(data, num)
+        kwargs = {k: data[k] for k in HARMONIZE_KEYS if k in data}
+        if "voices" in data:
+            kwargs["voices"] = integer(data, "voices", 4, 16)
+        if "track" in data:
+            kwargs["track"] = str(data["track"])
+        with tempfile.TemporaryDirectory(prefix="midigen-studio-") as tmp:
+            folder = Path(tmp)
+            melody = save_upload("melody", folder)
+            pieces = run(id_, f"harmonizing {num}", folder, lambda m: m.harmonize(melody, num, **kwargs))
+            return respond(pieces, "harmony", fmt)
 
     def file_task(task: str):
         data = body()

@@ -91,6 +91,7 @@ function chooseModel() {
   const loss = m.val_loss == null ? "" : `, val loss ${m.val_loss}`;
   $("model-info").textContent = `${m.label}: data ${m.data || m.data_fingerprint || "?"}, ${m.epochs} epochs${loss}`;
   document.querySelectorAll(".groove-only").forEach((el) => (el.hidden = !m.groove));
+  document.querySelectorAll(".voices-only").forEach((el) => (el.hidden = m.representation !== "voices"));
   const box = $("attributes");
   box.innerHTML = "";
   for (const name of m.attributes || []) {
@@ -174,6 +175,19 @@ function sample() {
   const files = primer ? { primer: { blob: primer, name: primer.name } } : {};
   return busy(`sampling ${request.num_files} on ${m.id}`, async () => {
     addResult(primer ? "continuation" : "sample", await api("/api/sample", request, files), m);
+  });
+}
+
+// voices models: the melody stays the soprano, the model writes the voices below it
+function harmonize() {
+  const m = state.model;
+  const melody = $("h-melody").files[0];
+  if (!melody) return showError("Harmonize: choose a MIDI file with the melody first.");
+  const request = { model: m.id, format: "json", num_files: num("c-num"), voices: num("h-voices"),
+    temperature: num("c-temperature"), top_k: num("c-top_k"), top_p: num("c-top_p"), seed: num("c-seed"), tempo: num("c-tempo") };
+  if ($("h-track").value) request.track = $("h-track").value;
+  return busy(`harmonizing ${melody.name} on ${m.id}`, async () => {
+    addResult(`harmonization of ${melody.name}`, await api("/api/harmonize", request, { melody: { blob: melody, name: melody.name } }), m);
   });
 }
 
@@ -393,6 +407,7 @@ const player = {
 $("model").addEventListener("change", chooseModel);
 $("sample").addEventListener("click", sample);
 $("sample-grooves").addEventListener("click", sampleGrooves);
+$("harmonize").addEventListener("click", harmonize);
 $("interpolate").addEventListener("click", interpolate);
 $("humanize").addEventListener("click", () => fileTask("humanize"));
 $("tap2drum").addEventListener("click", () => fileTask("tap2drum"));
