@@ -714,7 +714,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("melody", help="a .mid file: its top line (or --track) is the soprano")
     p.add_argument("--checkpoint", default="models/best.pt", help="a voices checkpoint (default: models/best.pt)")
     p.add_argument("--params", default="params.yaml", help="params file whose generate section gives the defaults")
-    p.add_argument("--track", default=None, help="take the melody from the track of this name (one line)")
+    p.add_argument(
+        "--track",
+        default=None,
+        help="take the melody from the track of this name, one line (default: the top line of the whole file)",
+    )
     p.add_argument(
         "--voices", type=_integer, default=None, help="voices in all, soprano included (default: the model's)"
     )

@@ -176,10 +176,12 @@ def test_exp_run_with_a_new_temperature_reruns_generate_evaluate_and_report_only
 def mlflow_runs(root):
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
-    experiment = mlflow.get_experiment_by_name("midigen")
+    # a client of its own: mlflow.set_tracking_uri() would export MLFLOW_TRACKING_URI to every
+    # later test of the session (the studio would list this store's registered models)
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("midigen")
     assert experiment is not None, "no MLflow experiment 'midigen' in the repo's mlflow.db"
-    return mlflow.MlflowClient(), mlflow.search_runs(experiment_ids=[experiment.experiment_id], output_format="list")
+    return client, client.search_runs(experiment_ids=[experiment.experiment_id])
 
 
 def test_mlflow_holds_one_finished_run_per_training_with_per_epoch_losses(scenario):

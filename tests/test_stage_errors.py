@@ -20,7 +20,7 @@ CASES = [
     ("train", "train.lr", 0, ["train.lr", "0", "> 0"]),
     ("train", "train.epochs", "ten", ["train.epochs", "'ten'", "an integer"]),
     ("train", "train.batch_size", 3.5, ["train.batch_size", "3.5", "an integer"]),
-    ("train", "model.kind", "transformer", ["model.kind", "'transformer'", "one of 'lstm'"]),
+    ("train", "model.kind", "gpt", ["model.kind", "'gpt'", "one of 'lstm'"]),
     ("train", "train.device", "tpu", ["train.device", "'tpu'", "one of"]),
     ("generate", "generate.top_p", 1.5, ["generate.top_p", "1.5", "<= 1"]),
     ("generate", "generate.temperature", "hot", ["generate.temperature", "'hot'", "a number"]),
