@@ -263,25 +263,23 @@ class Model:
         from midigen.data.keys import of_checkpoint
         from midigen.generation.generate import checked_request, keyed_contexts, sample
 
-        g = dict(self.generate_params)
-        g["num_files"] = _checked("num_files", num)
-        values = {
-            "temperature": temperature,
-            "top_k": top_k,
-            "top_p": top_p,
-            "max_steps": max_steps,
-            "seed": seed,
-            "constrained": constrained,
-            "max_voices": max_voices,
-            "max_note_beats": max_note_beats,
-            "min_beats": min_beats,
-            "tempo": tempo,
-            "key": key,
-            "program": program,
-        }
-        for name, value in values.items():
-            if value is not None:
-                g[name] = _checked(name, value)
+        g = self._generate(
+            num,
+            {
+                "temperature": temperature,
+                "top_k": top_k,
+                "top_p": top_p,
+                "max_steps": max_steps,
+                "seed": seed,
+                "constrained": constrained,
+                "max_voices": max_voices,
+                "max_note_beats": max_note_beats,
+                "min_beats": min_beats,
+                "tempo": tempo,
+                "key": key,
+                "program": program,
+            },
+        )
         optional = {"max_steps": max_steps, "top_k": top_k, "top_p": top_p, "primer": primer}
         given = [k for k, v in optional.items() if v is not None]
         given += ["greedy"] if greedy else []
@@ -365,15 +363,18 @@ class Model:
         """voices models: `num` harmonizations of the melody in a MIDI file (its top line, or the
         track named `track`) kept as the soprano, the model writing the voices below (at most
         `voices`); as `midigen harmonize` writes them."""
-        g = dict(self.generate_params)
-        g["num_files"] = _checked("num_files", num)
-        for name, value in {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed}.items():
-            if value is not None:
-                g[name] = _checked(name, value)
+        g = self._generate(num, {"temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed})
         seqs, context = harmonize_melody(self.loaded, g, melody, voices, track, tempo, str(self.path))
         return self._pieces(seqs, context)
 
     # -- helpers ---------------------------------------------------------------------------------
+
+    def _generate(self, num: int, values: dict[str, Any]) -> dict[str, Any]:
+        """The generate params of one call: num pieces, the controls given (None: the default), checked."""
+        g = dict(self.generate_params)
+        g["num_files"] = _checked("num_files", num)
+        g.update({name: _checked(name, value) for name, value in values.items() if value is not None})
+        return g
 
     def _pieces(self, seqs, context: OutputContext) -> list[Piece]:
         return [Piece(np.asarray(ids, dtype=np.int64), self.rep, context) for ids in seqs]
