@@ -154,14 +154,22 @@ def harmonize_melody(
     voices = voices if voices is not None else rep.max_voices
     if not 1 <= voices <= rep.max_voices:
         raise ParamsError(f"--voices {voices}: this model writes 1 to {rep.max_voices} voices")
+    from midigen.data.midi_io import read_marks
+    from midigen.representations.voices import Chorale, meter_rows
+
     notes, file_tempo = read_melody(melody, rep, track)
+    meters = meter_rows(read_marks(melody).meters)  # bar positions follow the melody's bars
     shift = 0
     if keys.of_checkpoint(loaded.ckpt):
         notes, shift = keys.to_c(notes, rep.pitch_min, rep.pitch_max)
     request = request_from(g, limits=GrammarLimits(g["max_note_beats"], voices, g["tempo"]))
-    seqs = harmonize(loaded.model, rep, notes, request, loaded.device)
+    seqs = harmonize(loaded.model, rep, notes, request, loaded.device, meters)
     if shift:  # back by exactly the shift (a lower note out of range folds by octaves), re-encoded
-        seqs = [rep.encode(_moved_back(rep.decode(ids), shift, rep.pitch_min, rep.pitch_max)) for ids in seqs]
+        none = np.zeros(0, dtype=np.int64)
+        seqs = [
+            rep.encode(Chorale(_moved_back(rep.decode(ids), shift, rep.pitch_min, rep.pitch_max), none, meters))
+            for ids in seqs
+        ]
     return seqs, OutputContext(tempo or file_tempo, None, g["program"])
 
 

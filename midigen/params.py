@@ -120,6 +120,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "chord_min_count": _int(5, 1),
         "fixed_step_quarters": Spec(float, 0.0, 0, 4),
         "max_voices": _int(4, 1, 16),
+        "bar_positions": Spec(bool, False),
         "key": Spec(str, "auto", choices=("auto", "keep", "c")),
     },
     "split": {

@@ -35,6 +35,7 @@ GOOD = {
         "chord_min_count": 5,
         "fixed_step_quarters": 0.0,
         "max_voices": 4,
+        "bar_positions": False,
         "key": "keep",
     },
     "split": {

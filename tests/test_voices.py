@@ -30,6 +30,12 @@ def rep() -> VoicesRepresentation:
 
 
 @pytest.fixture(scope="module")
+def positioned() -> VoicesRepresentation:
+    """Voices with bar positions: each delimiter names its frame's sixteenth in the bar."""
+    return VoicesRepresentation(PITCH_MIN, PITCH_MAX, 4, bar_positions=True)
+
+
+@pytest.fixture(scope="module")
 def ingested(tmp_path_factory) -> list[Path]:
     """Real chorales exported to MIDI by ingest (pickups delayed, fermatas marked)."""
     from music21 import corpus
@@ -77,7 +83,7 @@ def tokens_of_frames(tokens: list[str]) -> list[list[str]]:
     body = [t for t in tokens if t not in ("<BOS>", "<EOS>")]
     frames, cur = [], []
     for t in body:
-        if t == "|||":
+        if t.startswith("|"):  # ||| or, with bar positions, |k
             frames.append(cur)
             cur = []
         else:
@@ -224,12 +230,74 @@ def test_tokenize_file_counts_frames_fermatas_and_frames_over_the_limit(rep, ing
 # -- files built here -------------------------------------------------------------------------
 
 
-def chord_file(path: Path, frames: list[list[int]], meter: bool = True) -> Path:
-    """A file with one note per pitch per listed quarter note (a chord a quarter)."""
+def chord_file(path: Path, frames: list[list[int]], meter: bool | tuple[int, int] = True) -> Path:
+    """A file with one note per pitch per listed quarter note (a chord a quarter), in 4/4 or
+    the meter given."""
     rows = [(q * 0.5, q * 0.5 + 0.5, p) for q, chord in enumerate(frames) for p in chord]
     notes = make_notes([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
-    write_midi(notes, path, time_signature=(4, 4) if meter else None)
+    write_midi(notes, path, time_signature=meter if isinstance(meter, tuple) else (4, 4) if meter else None)
     return path
+
+
+# -- bar positions ----------------------------------------------------------------------------
+
+
+def test_bar_positions_are_the_last_delimiters_and_off_by_default(rep, positioned):
+    assert rep.vocab[rep.frame_id :] == ["|||"] and not rep.config()["bar_positions"]
+    assert positioned.vocab[positioned.frame_id :] == [f"|{k}" for k in range(32)]
+    assert positioned.vocab[: positioned.frame_id] == rep.vocab[: rep.frame_id]
+    assert representations.from_config(positioned.config()).vocab == positioned.vocab
+
+
+@pytest.mark.parametrize(("meter", "bar"), [((4, 4), 16), ((3, 4), 12), ((3, 2), 24)])
+def test_each_delimiter_names_its_frames_sixteenth_in_the_bar_and_the_meter_comes_back(
+    positioned, rep, meter, bar, tmp_path
+):
+    path = chord_file(tmp_path / "in.mid", [[64, 60], [65, 62], [67], [], [64, 55]] * 4, meter)
+    ids = positioned.encode(positioned.read_piece(path))
+    delimiters = [t for t in positioned.ids_to_tokens(ids) if t.startswith("|")]
+    frames = 20 * 4  # 20 quarter notes
+    assert delimiters == [f"|{f % bar}" for f in range(frames)]
+    # the notes are those of the plain encoding, and the written file has the meter back
+    assert decoded_rows(positioned, ids) == decoded_rows(rep, rep.encode(rep.read_piece(path)))
+    out = positioned.write_midi(ids, tmp_path / "out.mid") is not None and tmp_path / "out.mid"
+    assert [(n, d) for _, n, d in read_marks(out).meters] == [meter]
+    assert np.array_equal(positioned.encode(positioned.read_piece(out)), ids)
+
+
+def test_bar_positions_follow_a_change_of_meter(positioned, tmp_path):
+    import mido
+
+    path = chord_file(tmp_path / "in.mid", [[60]] * 7)  # 4/4 from 0 ...
+    mid = mido.MidiFile(str(path))
+    tick = 4 * mid.ticks_per_beat  # ... and 3/4 from bar 2
+    track, now, out = mid.tracks[0], 0, []
+    for msg in track:
+        now += msg.time
+        out.append((now, msg))
+    out.append((tick, mido.MetaMessage("time_signature", numerator=3, denominator=4)))
+    out.sort(key=lambda tm: (tm[0], tm[1].type != "time_signature"))
+    track.clear()
+    prev = 0
+    for t, msg in out:
+        track.append(msg.copy(time=t - prev))
+        prev = t
+    mid.save(str(path))
+    ids = positioned.encode(positioned.read_piece(path))
+    positions = [int(t[1:]) for t in positioned.ids_to_tokens(ids) if t.startswith("|")]
+    assert positions == list(range(16)) + list(range(12))
+
+
+def test_real_chorales_round_trip_with_bar_positions_and_start_on_the_bar(positioned, rep, ingested, tmp_path):
+    for path in ingested:
+        ids = positioned.encode(positioned.read_piece(path))
+        plain = rep.encode(rep.read_piece(path))
+        assert decoded_rows(positioned, ids) == decoded_rows(rep, plain), path.name
+        positions = positioned.decode_voiced(ids).positions
+        assert positions[0] == 0 and len(positions) == plain.tolist().count(rep.frame_id)
+        out = tmp_path / path.name
+        positioned.write_midi(ids, out)
+        assert np.array_equal(positioned.encode(positioned.read_piece(out)), ids), path.name
 
 
 def test_a_file_without_a_time_signature_is_rejected(rep, tmp_path):
@@ -323,10 +391,11 @@ def test_transposition_moves_every_note_and_keeps_the_frames(rep, ingested):
 
 def check_grammar(tokens: list[str], max_voices: int, max_frames: int) -> str | None:
     """What is wrong with a sampled token list (after <BOS>), or None: an independent reading
-    of the rules in voices_grammar's docstring."""
+    of the rules in voices_grammar's docstring (with bar positions: the first delimiter |0,
+    then after |k only |k+1 or |0, |31 repeating)."""
     prev: dict[int, int] = {}  # pitch -> frames it has sounded for, in the frame before
     cur: dict[int, int] = {}
-    frames, in_frame = 0, []
+    frames, in_frame, last = 0, [], -1
     for n, t in enumerate(tokens):
         if t == "<EOS>":
             if in_frame or not frames:
@@ -336,7 +405,12 @@ def check_grammar(tokens: list[str], max_voices: int, max_frames: int) -> str | 
             continue
         if t in ("<PAD>", "<BOS>"):
             return f"{n}: {t}"
-        if t == "|||":
+        if t.startswith("|"):
+            if t != "|||":
+                k = int(t[1:])
+                if k != 0 and k != min(last + 1, 31):
+                    return f"{n}: {t} after |{last}"
+                last = k
             prev, cur, in_frame, frames = cur, {}, [], frames + 1
             continue
         if t == "FERMATA":
@@ -362,12 +436,15 @@ def check_grammar(tokens: list[str], max_voices: int, max_frames: int) -> str | 
     return None
 
 
-@pytest.mark.parametrize(("max_voices", "max_note_beats"), [(4, 2.0), (0, 0.0)])
-def test_sampling_under_the_grammar_never_writes_an_illegal_token(rep, max_voices, max_note_beats, torch_one_thread):
+@pytest.mark.parametrize(("max_voices", "max_note_beats", "bars"), [(4, 2.0, False), (0, 0.0, False), (4, 2.0, True)])
+def test_sampling_under_the_grammar_never_writes_an_illegal_token(
+    rep, positioned, max_voices, max_note_beats, bars, torch_one_thread
+):
     import torch
 
     from midigen.generation.grammar import GrammarLimits
 
+    rep = positioned if bars else rep
     grammar = rep.grammar(GrammarLimits(max_note_beats=max_note_beats, max_voices=max_voices))
     gen = torch.Generator().manual_seed(7)
     batch, n_steps = 64, 3000
@@ -398,6 +475,8 @@ def test_sampling_under_the_grammar_never_writes_an_illegal_token(rep, max_voice
     assert sum(len(s) for s in out) > batch * n_steps // 2
     tokens = [t for s in out for t in rep.ids_to_tokens(s)]
     assert tokens.count("FERMATA") and sum(t.endswith("~") for t in tokens) > len(tokens) // 4
+    if bars:  # random logits start new bars anywhere and also run bars on
+        assert tokens.count("|0") > batch and "|6" in tokens
 
 
 def test_eos_waits_for_min_beats_of_frames(rep, torch_one_thread):
@@ -412,11 +491,13 @@ def test_eos_waits_for_min_beats_of_frames(rep, torch_one_thread):
         state = grammar.advance(state, torch.tensor([rep.frame_id]))
 
 
-def test_every_real_chorale_is_a_sentence_of_the_grammar(rep, ingested, torch_one_thread):
+@pytest.mark.parametrize("bars", [False, True])
+def test_every_real_chorale_is_a_sentence_of_the_grammar(rep, positioned, bars, ingested, torch_one_thread):
     import torch
 
     from midigen.generation.grammar import GrammarLimits
 
+    rep = positioned if bars else rep
     grammar = rep.grammar(GrammarLimits(max_note_beats=0, max_voices=4))
     for path in ingested:
         ids = torch.as_tensor(rep.encode(rep.read_piece(path)).astype(np.int64))
@@ -451,7 +532,13 @@ def test_dvc_exp_run_with_voices_runs_end_to_end(tmp_path, ingested):
         yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))["preprocess"]["representation"] == "voices"
     )
     vocab = json.loads((root / "data/tokens/vocab.json").read_text(encoding="utf-8"))
-    assert vocab["representation"] == {"name": "voices", "pitch_min": 21, "pitch_max": 108, "max_voices": 4}
+    assert vocab["representation"] == {
+        "name": "voices",
+        "pitch_min": 21,
+        "pitch_max": 108,
+        "max_voices": 4,
+        "bar_positions": False,
+    }
     rejected = {Path(r["rel_path"]).name: r["reason"] for r in iter_rows(root / "data/tokens/rejected.csv")}
     assert list(rejected) == ["bwv1.6.mid"] and "max_voices" in rejected["bwv1.6.mid"]
     index = list(iter_rows(root / "data/tokens/index.csv"))

@@ -444,7 +444,7 @@ def write_midi(
     path: str | Path,
     tempo_bpm: float = 120.0,
     empty_track: tuple[int, bool] = (0, False),
-    time_signature: tuple[int, int] | None = None,
+    time_signature: tuple[int, int] | Sequence[tuple[float, int, int]] | None = None,
     length_s: float | None = None,
     key: str | None = None,
     track: np.ndarray | None = None,
@@ -454,7 +454,8 @@ def write_midi(
     """Write notes to a MIDI file, one instrument per (program, is_drum) pair.
 
     empty_track: the (program, is_drum) track written when there are no notes (a silent drum
-    pattern is still a drum track). time_signature: a meta event at time 0. length_s: the file
+    pattern is still a drum track). time_signature: a meta event at time 0, or (seconds,
+    numerator, denominator) events: a score whose meter changes. length_s: the file
     lasts at least this long (a text event marks the end), so a pattern ending in rests keeps
     its full length. key: a key signature at time 0 (one of KEY_NAMES). track: instead, one
     instrument per track number (each note's, 0 ...), named track_names[number], with the
@@ -469,7 +470,9 @@ def write_midi(
     if key is not None:
         pm.key_signature_changes.append(pretty_midi.KeySignature(pretty_midi.key_name_to_key_number(key), 0.0))
     if time_signature is not None:
-        pm.time_signature_changes.append(pretty_midi.TimeSignature(*time_signature, 0.0))
+        changes = [(0.0, *time_signature)] if len(time_signature) == 2 else time_signature
+        for at, num, den in changes:
+            pm.time_signature_changes.append(pretty_midi.TimeSignature(int(num), int(den), float(at)))
     if length_s is not None:
         pm.text_events.append(pretty_midi.Text("end", float(length_s)))
     for inst, sel in _instruments(notes, empty_track, track, track_names):

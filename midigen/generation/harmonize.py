@@ -5,8 +5,9 @@ Constrained decoding, inside the one batched sampler (generate_tokens): a Gramma
 voices grammar forces, at the start of every sixteenth-note frame, the soprano's token from the
 melody (`p` where a melody note starts, `p~` where it is held), and lets the model sample the
 rest of the frame under the voices grammar (notes strictly below the soprano, at most
-max_voices in all, ties only for pitches that sounded in the frame before, then `|||`).
-After the melody's last frame it forces <EOS>. So:
+max_voices in all, ties only for pitches that sounded in the frame before, then `|||`; with
+bar positions, the delimiter of the melody's bar position there, from its file's meters). After
+the melody's last frame it forces <EOS>. So:
 
 - the top voice of every piece is the melody, note for note, on the sixteenth grid (notes are
   rounded to it as the voices representation rounds every score);
@@ -38,16 +39,23 @@ from midigen.representations.score_time import SCORE_TEMPO_BPM, STEP_S
 
 @dataclass(frozen=True)
 class Melody:
-    """A melody on the frame grid: per frame the soprano's pitch column (-1: a rest) and whether
-    its note is struck there (False: held from the frame before)."""
+    """A melody on the frame grid: per frame the soprano's pitch column (-1: a rest), whether
+    its note is struck there (False: held from the frame before) and its sixteenth in the bar."""
 
     column: np.ndarray
     struck: np.ndarray
+    position: np.ndarray
 
 
-def melody_frames(rep, notes: np.ndarray, source: str = "melody") -> Melody:
-    """The top line of `notes` (timed as rep.read gives them) on rep's frame grid; MidiError for
-    a melody without notes or with notes outside the pitch range the model knows."""
+def melody_frames(
+    rep, notes: np.ndarray, source: str = "melody", meters: np.ndarray | None = None, positions=None
+) -> Melody:
+    """The top line of `notes` (timed as rep.read gives them) on rep's frame grid, its frames'
+    bar positions from `positions` or else from `meters` (voices.meter_rows; None: 4/4 from the
+    start); MidiError for a melody without notes or with notes outside the pitch range the
+    model knows."""
+    from midigen.representations.voices import bar_positions
+
     if notes.shape[0] == 0:
         raise MidiError(source, "no notes: nothing to harmonize")
     pitches = notes["pitch"].astype(np.int64)
@@ -66,7 +74,14 @@ def melody_frames(rep, notes: np.ndarray, source: str = "melody") -> Melody:
     struck = (top >= 0) & onset[rows, np.maximum(top, 0)]
     before = np.concatenate([[-1], top[:-1]])
     struck |= (top >= 0) & (before != top)  # a held top pitch that was not the top before
-    return Melody(top.astype(np.int64), struck)
+    n = top.shape[0]
+    if positions is None:
+        position = bar_positions(n, np.zeros((0, 2), np.int64) if meters is None else meters)
+    else:
+        position = np.zeros(n, np.int64)
+        given = np.asarray(positions, dtype=np.int64)[:n]
+        position[: given.shape[0]] = given
+    return Melody(top.astype(np.int64), struck, position)
 
 
 class HarmonizeGrammar(Grammar):
@@ -76,13 +91,18 @@ class HarmonizeGrammar(Grammar):
     def __init__(self, rep, limits: GrammarLimits, melodies: list[Melody]):
         self.base = rep.grammar(limits)
         longest = max(m.column.shape[0] for m in melodies)
-        # per melody and frame the id to force first: a soprano note, or ||| for a rest; <EOS> after the end
+        # per melody and frame the id to force first: a soprano note, or the delimiter for a rest; <EOS> after the end
         plan = np.full((len(melodies), longest + 1), EOS, dtype=np.int64)
         prev_col = np.full((len(melodies), longest + 1), -1, dtype=np.int64)
+        # the delimiter closing each frame: ||| or the melody's bar position there
+        delimiter = np.full((len(melodies), longest + 1), rep.frame_id, dtype=np.int64)
+        positioned = len(rep.vocab) - rep.frame_id > 1
         for i, m in enumerate(melodies):
             n = m.column.shape[0]
+            if positioned:
+                delimiter[i, :n] += m.position
             forced = np.where(m.struck, rep.new_base, rep.tie_base) + m.column
-            plan[i, :n] = np.where(m.column >= 0, forced, rep.frame_id)
+            plan[i, :n] = np.where(m.column >= 0, forced, delimiter[i, :n])
             prev_col[i, 1 : n + 1] = m.column
         # per melody and frame: the one id allowed first, and what the voices below may take
         # (not a tie into the pitch the soprano held in the frame before); looked up each step
@@ -92,6 +112,10 @@ class HarmonizeGrammar(Grammar):
         self.below = torch.ones(plan.shape + (vocab,), dtype=torch.bool)
         row, f = np.nonzero(prev_col >= 0)
         self.below[row, f, rep.tie_base + prev_col[row, f]] = False
+        if positioned:  # the frame ends at the melody's bar position
+            self.below[:, :, rep.frame_id :] = False
+            rows, frames = np.indices(delimiter.shape)
+            self.below[rows, frames, delimiter] = True
         self.frames = plan.shape[1]
 
     def start(self, batch: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -137,10 +161,13 @@ def harmonize_many(
     return [np.asarray(o, dtype=np.int64) for o in out]
 
 
-def harmonize(model: nn.Module, rep, melody_notes: np.ndarray, request: SampleRequest, device) -> list[np.ndarray]:
+def harmonize(
+    model: nn.Module, rep, melody_notes: np.ndarray, request: SampleRequest, device, meters: np.ndarray | None = None
+) -> list[np.ndarray]:
     """request.num harmonizations of one melody (notes timed as rep.read gives them: musical
-    time at SCORE_TEMPO_BPM), as voices token id sequences, in one batch."""
-    melody = melody_frames(rep, melody_notes)
+    time at SCORE_TEMPO_BPM; its meters as voices.meter_rows gives them, None: 4/4), as voices
+    token id sequences, in one batch."""
+    melody = melody_frames(rep, melody_notes, meters=meters)
     return harmonize_many(model, rep, [melody] * request.num, request, device)
 
 

@@ -4,6 +4,13 @@ in it from high to low, each either struck in this frame (`C4`) or held from the
 (`C4~`), then the frame delimiter `|||`. A frame under a fermata starts with `FERMATA`; a frame
 with no notes is the delimiter alone. Listeners could barely tell BachBot's chorales from Bach's.
 
+With bar positions (preprocess.bar_positions) the delimiter also names the sixteenth of its
+frame within the bar, from the file's time signatures: `|0` … `|15` in 4/4, `|0` … `|11` in 3/4
+(a bar longer than BAR_POSITIONS sixteenths keeps the last for the rest), so the model always
+knows where in the bar it is, as DeepBach's beat metadata tells its networks. The sampler allows
+after `|k` only `|k+1` or `|0` (a new bar), the first delimiter being `|0`; a decoded piece is
+written in the meter its bar lines give (16 sixteenths: 4/4, 12: 3/4, 24: 3/2 ...).
+
 Reading: a file needs a time signature (a file without meter is a performance, not a score);
 the fermatas are ingest's "fermata" markers (music21 exports none, see data/ingest.py), and a
 fermata covers its frame up to the end of the longest note struck there. Unisons (two voices on
@@ -38,6 +45,8 @@ from midigen.representations.score_time import (
 
 FERMATA_TOKEN = "FERMATA"
 FRAME_TOKEN = "|||"
+#: frame positions a bar may name (a 4/2 bar has 32 sixteenths)
+BAR_POSITIONS = 32
 TIE_SUFFIX = "~"
 #: a file with more than max_voices notes at once in more than this share of its sounding
 #: frames is rejected (a piano piece, not a chorale)
@@ -46,29 +55,76 @@ SATB = ("Soprano", "Alto", "Tenor", "Bass")
 
 
 class Chorale(NamedTuple):
-    """What encode takes: the notes (score time, see score_time.py) and the sixteenth-note
-    steps of the fermata marks."""
+    """What encode takes: the notes (score time, see score_time.py), the sixteenth-note steps
+    of the fermata marks, and the meters as (step, bar length in steps) rows (none: 4/4)."""
 
     notes: np.ndarray
     fermatas: np.ndarray
+    meters: np.ndarray = np.zeros((0, 2), dtype=np.int64)
 
 
 class Frames(NamedTuple):
     """A chorale on the frame grid: (frames, pitches of the range) sounding and struck, and
-    (frames,) under a fermata."""
+    (frames,) under a fermata and the frames' sixteenths within their bars."""
 
     sound: np.ndarray
     onset: np.ndarray
     fermata: np.ndarray
+    position: np.ndarray
 
 
 class Voiced(NamedTuple):
     """Decoded notes as (onset step, offset step, pitch) rows in (onset, pitch) order, the
-    voice of each, and the frames that start with FERMATA."""
+    voice of each, the frames that start with FERMATA, and each delimiter's bar position (all
+    0 without bar positions)."""
 
     rows: list[tuple[int, int, int]]
     voice: np.ndarray
     fermata_frames: list[int]
+    positions: list[int]
+
+
+def meter_rows(meters: list[tuple[float, int, int]]) -> np.ndarray:
+    """(step, bar length in sixteenth steps) rows of read_marks' (quarter, numerator,
+    denominator) time signatures, in time order, a later one at the same step winning."""
+    rows: dict[int, int] = {}
+    for quarter, num, den in sorted(meters, key=lambda m: m[0]):
+        rows[int(np.floor(quarter * STEPS_PER_QUARTER + 0.5))] = max(1, round(num * 4 * STEPS_PER_QUARTER / den))
+    return np.asarray(sorted(rows.items()), dtype=np.int64).reshape(-1, 2)
+
+
+def bar_positions(n: int, meters: np.ndarray) -> np.ndarray:
+    """The sixteenth within its bar of each of n frames: bars start at each meter's step (and
+    before the first meter, count back from it); 4/4 from step 0 without meters."""
+    if meters.shape[0] == 0:
+        meters = np.asarray([[0, 4 * STEPS_PER_QUARTER]], dtype=np.int64)
+    frame = np.arange(n, dtype=np.int64)
+    k = np.maximum(np.searchsorted(meters[:, 0], frame, side="right") - 1, 0)
+    return np.minimum((frame - meters[k, 0]) % meters[k, 1], BAR_POSITIONS - 1)
+
+
+def signature(steps: int) -> tuple[int, int]:
+    """The time signature of a bar of `steps` sixteenths: quarter notes over 4 (6 quarters:
+    3/2), else eighths or sixteenths."""
+    if steps % STEPS_PER_QUARTER == 0:
+        quarters = steps // STEPS_PER_QUARTER
+        return (3, 2) if quarters == 6 else (quarters, 4)
+    return (steps // 2, 8) if steps % 2 == 0 else (steps, 16)
+
+
+def meter_changes(positions: list[int]) -> list[tuple[int, tuple[int, int]]]:
+    """(frame, time signature) where the delimiters' bar positions say the meter changes: at
+    frame 0 the first whole bar's, then at each whole bar (one a later |0 ends) as long as no
+    bar before it since the last change; [(0, (4, 4))] when no bar is whole. What reads back
+    to the same positions (a bar cut short by a meter starting again is a bar of its own)."""
+    starts = [f for f, k in enumerate(positions) if k == 0]
+    changes: list[tuple[int, tuple[int, int]]] = []
+    length = 0
+    for start, end in zip(starts, starts[1:]):
+        if end - start != length:
+            length = end - start
+            changes.append((start if changes else 0, signature(length)))
+    return changes or [(0, (4, 4))]
 
 
 class VoicesRepresentation(ScoreTimeRepresentation):
@@ -76,24 +132,27 @@ class VoicesRepresentation(ScoreTimeRepresentation):
     layout = "sequence"
     info_keys = ("n_notes", "duration_s", "frames", "fermata_frames", "over_voices")
 
-    def __init__(self, pitch_min: int = 21, pitch_max: int = 108, max_voices: int = 4):
+    def __init__(self, pitch_min: int = 21, pitch_max: int = 108, max_voices: int = 4, bar_positions: bool = False):
         if max_voices < 1:
             raise ValueError(f"max_voices must be >= 1, got {max_voices}")
         self.max_voices = int(max_voices)
+        self.bar_positions = bool(bar_positions)
         names = [pitch_name(p) for p in range(pitch_min, pitch_max + 1)]
         vocab = list(SPECIALS)
         self.new_base = len(vocab)
         self.tie_base = self.new_base + len(names)
         vocab += names + [n + TIE_SUFFIX for n in names]
         self.fermata_id = len(vocab)
+        # the delimiters come last: every id from frame_id on is one
         self.frame_id = self.fermata_id + 1
-        vocab += [FERMATA_TOKEN, FRAME_TOKEN]
+        delimiters = [f"|{k}" for k in range(BAR_POSITIONS)] if self.bar_positions else [FRAME_TOKEN]
+        vocab += [FERMATA_TOKEN, *delimiters]
         super().__init__(vocab, pitch_min, pitch_max)
         self.n_pitches = len(names)
 
     @classmethod
     def from_params(cls, p: dict[str, Any]) -> VoicesRepresentation:
-        return cls(p["pitch_min"], p["pitch_max"], p["max_voices"])
+        return cls(p["pitch_min"], p["pitch_max"], p["max_voices"], p.get("bar_positions", False))
 
     def config(self) -> dict[str, Any]:
         return {
@@ -101,6 +160,7 @@ class VoicesRepresentation(ScoreTimeRepresentation):
             "pitch_min": self.pitch_min,
             "pitch_max": self.pitch_max,
             "max_voices": self.max_voices,
+            "bar_positions": self.bar_positions,
         }
 
     # -- files -> frames -> ids -----------------------------------------------------------------
@@ -112,7 +172,8 @@ class VoicesRepresentation(ScoreTimeRepresentation):
         if not marks.meters:
             raise MidiError(path, "no time signature (no meter): voices reads scores, e.g. chorales")
         steps = [int(np.floor(q * STEPS_PER_QUARTER + 0.5)) for q, text in marks.markers if text == FERMATA]
-        return Checked(Chorale(notes, np.asarray(sorted(set(steps)), dtype=np.int64)), duration, shift)
+        fermatas = np.asarray(sorted(set(steps)), dtype=np.int64)
+        return Checked(Chorale(notes, fermatas, meter_rows(marks.meters)), duration, shift)
 
     def frames(self, piece: Chorale | np.ndarray) -> Frames:
         """The frame grid of a chorale (or of bare notes, without fermatas)."""
@@ -130,7 +191,7 @@ class VoicesRepresentation(ScoreTimeRepresentation):
         for step in piece.fermatas[(piece.fermatas >= 0) & (piece.fermatas < n)].tolist():
             struck = off[on == step]
             fermata[step : int(struck.max()) if struck.shape[0] else step + 1] = True
-        return Frames(np.cumsum(edges, axis=0)[:n] > 0, onset, fermata)
+        return Frames(np.cumsum(edges, axis=0)[:n] > 0, onset, fermata, bar_positions(n, piece.meters))
 
     def kept(self, sound: np.ndarray) -> np.ndarray:
         """The sounding notes a frame keeps: all of them up to max_voices, else its highest
@@ -147,7 +208,8 @@ class VoicesRepresentation(ScoreTimeRepresentation):
         return self.encode_frames(self.frames(piece))
 
     def encode_frames(self, frames: Frames) -> np.ndarray:
-        """<BOS>, per frame [FERMATA] + its kept notes from high to low + |||, <EOS>."""
+        """<BOS>, per frame [FERMATA] + its kept notes from high to low + ||| (or |k, its bar
+        position), <EOS>."""
         kept = self.kept(frames.sound)
         before = np.zeros_like(kept)
         before[1:] = kept[:-1]
@@ -164,7 +226,7 @@ class VoicesRepresentation(ScoreTimeRepresentation):
             [
                 np.where(tied[f, col], self.tie_base, self.new_base) + col,
                 np.full(fermata.shape[0], self.fermata_id),
-                np.full(n, self.frame_id),
+                self.frame_id + (frames.position if self.bar_positions else np.zeros(n, np.int64)),
             ]
         )
         body = ids[np.lexsort((order, frame))]
@@ -206,6 +268,7 @@ class VoicesRepresentation(ScoreTimeRepresentation):
         pitch: list[int] = []
         voice: list[int] = []
         fermatas: list[int] = []
+        positions: list[int] = []
         f, prev, cur, low, empty, started = 0, {}, {}, None, True, False
         for i in np.asarray(ids, dtype=np.int64).tolist():
             if i < 0 or i >= len(self.vocab):
@@ -215,7 +278,8 @@ class VoicesRepresentation(ScoreTimeRepresentation):
                     break
                 continue
             started = True
-            if i == self.frame_id:
+            if i >= self.frame_id:
+                positions.append(i - self.frame_id)
                 f, prev, cur, low, empty = f + 1, cur, {}, None, True
                 continue
             if i == self.fermata_id:
@@ -239,7 +303,7 @@ class VoicesRepresentation(ScoreTimeRepresentation):
             cur[p] = k
         order = np.lexsort((pitch, on)) if on else np.zeros(0, dtype=np.int64)
         rows = [(on[k], off[k], pitch[k]) for k in order.tolist()]
-        return Voiced(rows, np.asarray(voice, dtype=np.int64)[order], fermatas)
+        return Voiced(rows, np.asarray(voice, dtype=np.int64)[order], fermatas, positions)
 
     def decode_notes(self, ids: np.ndarray) -> np.ndarray:
         return self.notes_from_steps(self.decode_voiced(ids).rows)
@@ -249,22 +313,23 @@ class VoicesRepresentation(ScoreTimeRepresentation):
         return SATB if self.max_voices == 4 else tuple(f"Voice {k + 1}" for k in range(self.max_voices))
 
     def write_midi(self, ids: np.ndarray, path: str | Path, context: OutputContext | None = None) -> np.ndarray:
-        """decode(ids, context) written as one track per voice, in 4/4 (the tokens have no meter;
-        most chorales are in 4/4, and a file with a meter can be read back, e.g. as a primer),
-        with a "fermata" marker where each run of FERMATA frames starts; returns the notes."""
+        """decode(ids, context) written as one track per voice, in the meters the bar positions
+        say (4/4 without them: most chorales are in 4/4, and a file with a meter can be read
+        back, e.g. as a primer), with a "fermata" marker where each run of FERMATA frames starts; returns the notes."""
         context = context or OutputContext()
         notes = self.decode(ids, context)
         voiced = self.decode_voiced(ids)
         tempo = context.tempo_bpm or SCORE_TEMPO_BPM
         frame_s = STEP_S * SCORE_TEMPO_BPM / tempo
         runs = set(voiced.fermata_frames)
+        changes = meter_changes(voiced.positions) if self.bar_positions else [(0, (4, 4))]
         markers = [(f * frame_s, FERMATA) for f in voiced.fermata_frames if f - 1 not in runs]
         write_midi(
             notes,
             path,
             tempo_bpm=tempo,
             empty_track=(context.program or 0, False),
-            time_signature=(4, 4),
+            time_signature=[(f * frame_s, *sig) for f, sig in changes],
             key=None if context.key in (None, "none") else context.key,
             track=voiced.voice,
             track_names=self.voice_names(),
@@ -279,6 +344,7 @@ class VoicesRepresentation(ScoreTimeRepresentation):
         of a tuple of ints is the same in every run): a chord held forever is one unit repeated."""
         ids = np.asarray(ids, dtype=np.int64)
         ids = ids[ids >= len(SPECIALS)]
+        ids = np.minimum(ids, self.frame_id)  # a held chord is one unit whatever its bar position
         frames = np.split(ids, np.flatnonzero(ids == self.frame_id) + 1)
         return np.asarray([hash(tuple(fr.tolist())) for fr in frames if fr.shape[0]], dtype=np.int64)
 

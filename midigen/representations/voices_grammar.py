@@ -2,7 +2,9 @@
 frame, FERMATA only first, notes strictly falling in pitch, at most max_voices of them, `p~`
 only when p sounded in the frame before and has not yet lasted max_note_beats; <EOS> only
 between frames, after min_beats worth of frames. The delimiter `|||` is always legal, so no
-row is ever left without a choice.
+row is ever left without a choice; with bar positions the delimiters are `|0` (a new bar: always
+legal, and the first) and `|k+1` after `|k` (the last position repeats in a bar longer than
+BAR_POSITIONS).
 
 A module of its own because it imports torch, which preprocessing (it imports every
 representation) must not pay for.
@@ -26,7 +28,8 @@ class VoicesGrammar(Grammar):
     """State per row: `held`, frames each pitch has sounded for up to the frame before (0 =
     silent there); `cur`, the same counting the frame being written; `low`, the column of the
     frame's lowest note so far (n_pitches: none); `count`, its notes; `empty`, nothing written
-    in it yet; `frames`, frames completed. Ids are applied as VoicesRepresentation.decode reads
+    in it yet; `frames`, frames completed; `pos`, the bar position of the last delimiter (-1
+    before the first). Ids are applied as VoicesRepresentation.decode reads
     them: a note out of order and a late FERMATA change nothing."""
 
     def __init__(self, rep: VoicesRepresentation, limits: GrammarLimits):
@@ -34,6 +37,7 @@ class VoicesGrammar(Grammar):
         self.n = rep.n_pitches
         self.new_base, self.tie_base = rep.new_base, rep.tie_base
         self.fermata_id, self.frame_id = rep.fermata_id, rep.frame_id
+        self.positions = self.vocab - self.frame_id  # delimiters: 1, or the bar positions
         self.max_voices = int(limits.max_voices)
         # a tie is a note's second frame or later: at most max_frames frames in all
         self.max_frames = max(1, round(limits.max_note_beats * STEPS_PER_QUARTER)) if limits.max_note_beats else 0
@@ -48,6 +52,7 @@ class VoicesGrammar(Grammar):
             "count": torch.zeros(batch, dtype=torch.long, device=device),
             "empty": torch.ones(batch, dtype=torch.bool, device=device),
             "frames": torch.zeros(batch, dtype=torch.long, device=device),
+            "pos": torch.full((batch,), -1, dtype=torch.long, device=device),
         }
 
     def allowed(self, state: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -64,6 +69,9 @@ class VoicesGrammar(Grammar):
         mask[:, self.tie_base : self.fermata_id] = tie
         mask[:, self.fermata_id] = state["empty"]
         mask[:, self.frame_id] = True
+        if self.positions > 1:
+            rows = torch.arange(batch, device=low.device)
+            mask[rows, self.frame_id + (state["pos"] + 1).clamp(max=self.positions - 1)] = True
         mask[:, EOS] = state["empty"] & (state["frames"] >= self.min_frames)
         return mask
 
@@ -77,7 +85,7 @@ class VoicesGrammar(Grammar):
         length = torch.where(tie & (before > 0), before + 1, torch.ones_like(before))
         cur = state["cur"].clone()
         cur[rows[note], col[note]] = length[note]
-        frame = ids == self.frame_id
+        frame = ids >= self.frame_id
         fermata = (ids == self.fermata_id) & state["empty"]
         return {
             "held": torch.where(frame[:, None], cur, state["held"]),
@@ -86,4 +94,5 @@ class VoicesGrammar(Grammar):
             "count": torch.where(frame, 0, state["count"] + note.long()),
             "empty": frame | (state["empty"] & ~note & ~fermata),
             "frames": state["frames"] + frame.long(),
+            "pos": torch.where(frame, ids - self.frame_id, state["pos"]),
         }
