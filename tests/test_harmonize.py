@@ -217,3 +217,27 @@ def test_the_python_api_and_the_studio_harmonize_like_the_cli(checkpoint, folk_m
         assert response.data == written.read_bytes()
     finally:
         catalog.close()
+
+
+def test_with_bar_positions_the_harmony_keeps_the_melodys_bars(chorale_paths, folk_melody, tmp_path, torch_one_thread):
+    """A model of voices tokens with bar positions ends every frame at the melody's position in
+    its bar (from the melody file's time signatures), and the file it writes has those bars."""
+    from midigen.data.midi_io import read_marks
+    from midigen.representations.voices import bar_positions, meter_rows
+
+    rep = from_params(
+        {**DEFAULTS["preprocess"], "representation": "voices", "pitch_min": 36, "pitch_max": 84, "bar_positions": True}
+    )
+    ids = [rep.encode(rep.read_piece(p)).astype(np.int64) for p in chorale_paths]
+    params = tiny_params(None, epochs=1, batch_size=8, seq_len=64)
+    ckpt = train_model(rep, np.concatenate(ids[:4]), ids[4], params, tmp_path / "m", "fp").best_path
+    path, melody = folk_melody
+    out = tmp_path / "out"
+    args = ["harmonize", str(path), "--checkpoint", str(ckpt), "--out", str(out), "--num-files", "2"]
+    assert main([*args, "--device", "cpu", "--seed", "3"]) == 0
+    meters = meter_rows(read_marks(path).meters)
+    for mid in sorted(out.glob("harmony_*.mid")):
+        assert track_steps(mid, "Soprano") == [(s, e, p) for s, e, p in melody]
+        positions = rep.decode_voiced(rep.encode(rep.read_piece(mid))).positions
+        assert positions == bar_positions(len(positions), meters).tolist(), mid.name
+        assert len(positions) >= melody[-1][1]

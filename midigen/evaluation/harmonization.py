@@ -93,9 +93,7 @@ def evaluate_harmonization(
         return {"pieces": 0}
     bach = [voice_grid(rep, ids) for ids in pieces]
     # the top line with its own onsets: a repeated soprano note stays two notes
-    melodies = [
-        melody_frames(rep, rep.decode_notes(ids), positions=rep.decode_voiced(ids).positions) for ids in pieces
-    ]
+    melodies = [melody_frames(rep, rep.decode_notes(ids), positions=rep.decode_voiced(ids).positions) for ids in pieces]
     limits = GrammarLimits(generate_params["max_note_beats"], rep.max_voices, generate_params["tempo"])
     request = request_from(generate_params, num=len(melodies), limits=limits)
     ours = [voice_grid(rep, ids) for ids in harmonize_many(model, rep, melodies, request, device)]

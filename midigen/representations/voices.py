@@ -120,7 +120,7 @@ def meter_changes(positions: list[int]) -> list[tuple[int, tuple[int, int]]]:
     starts = [f for f, k in enumerate(positions) if k == 0]
     changes: list[tuple[int, tuple[int, int]]] = []
     length = 0
-    for start, end in zip(starts, starts[1:]):
+    for start, end in zip(starts[:-1], starts[1:], strict=True):
         if end - start != length:
             length = end - start
             changes.append((start if changes else 0, signature(length)))
