@@ -88,6 +88,7 @@ def test_tokenize_reads_params_yaml_and_flags_override_it(chorale_paths, tmp_pat
             "bars": 4,
             "hop_bars": 1,
             "max_voices": 4,
+            "bar_positions": False,
             "key": "keep",
         }
     }
