@@ -163,6 +163,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "schedule": Spec(str, "cosine", choices=("cosine", "constant", "exponential")),
         "warmup_steps": _int(50, 0),
         "transpose": _int(0, 0, 12),
+        "stateful": Spec(bool, False),
         "seed": _int(42, 0, MAX_SEED),
         "device": Spec(str, "auto", choices=("auto", "cpu", "cuda")),
         "threads": _int(0, 0),

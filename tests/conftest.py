@@ -238,6 +238,7 @@ TINY_TRAIN = {
     "schedule": "cosine",
     "warmup_steps": 5,
     "transpose": 0,
+    "stateful": False,
     "seed": 42,
     "device": "cpu",
     # one thread: fast on a busy 2-core machine (OpenMP threads otherwise fight over the cores)

@@ -3,6 +3,7 @@ sampler's transposition; evaluate_loss."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -273,3 +274,73 @@ def test_evaluate_loss_is_the_mean_over_real_targets_and_ignores_pad(chorale_str
     with torch.no_grad():
         model.head.bias[PAD] = 50.0
     assert evaluate_loss(model, stream, seq_len, 8, CPU) > 10
+
+
+# -- truncated backpropagation through time (train.stateful) -------------------------------------
+
+
+def test_stream_sampler_rows_read_on_where_the_batch_before_stopped_and_shards_split_them(chorale_streams):
+    from midigen.data.windows import StreamSampler
+
+    train, _ = chorale_streams
+    whole = StreamSampler(train, 16, 4, seed=3)
+    n = train.shape[0]
+    heads = whole.heads.copy()
+    assert ((heads - heads[0]) % n).tolist() == [0, n // 4, 2 * (n // 4), 3 * (n // 4)]  # evenly spaced
+    batches = [whole.batch() for _ in range(3)]
+    for k, (x, y) in enumerate(batches):
+        for r in range(4):
+            idx = (heads[r] + 16 * k + np.arange(17)) % n
+            assert x[r].tolist() == train[idx[:-1]].tolist() and y[r].tolist() == train[idx[1:]].tolist()
+    # two ranks read the two halves of the same heads; the state resumes a sampler exactly
+    again = StreamSampler(train, 16, 4, seed=3, shard=(1, 2))
+    assert torch.equal(again.batch()[0], batches[0][0][2:])
+    resumed = StreamSampler(train, 16, 4, seed=99)
+    resumed.set_state(json.loads(json.dumps(StreamSampler(train, 16, 4, seed=3).get_state())))
+    assert torch.equal(resumed.batch()[0], batches[0][0])
+
+
+def test_a_stateful_step_starts_from_the_state_the_step_before_ended_with(chorale_streams, event_rep):
+    """Two stateful training steps over consecutive windows compute exactly the loss of one pass
+    over both windows at once: the LSTM state carries over (without dropout, in eval mode)."""
+    from midigen.data.windows import StreamSampler
+    from midigen.models import family as family_of
+
+    params = tiny_params(stateful=True, seq_len=16, batch_size=2)
+    family = family_of("lstm")
+    torch.manual_seed(0)
+    net = family.build(params["model"], event_rep).eval()
+    sampler = StreamSampler(chorale_streams[0], 16, 2, seed=1)
+    heads = sampler.heads.copy()
+    with torch.no_grad():
+        losses = [family.train_step(net, sampler.batch(), k, params).loss.item() for k in range(2)]
+        n = chorale_streams[0].shape[0]
+        ids = torch.as_tensor(chorale_streams[0][(heads[:, None] + np.arange(33)[None, :]) % n])
+        logits, _ = net(ids[:, :-1])
+        second = torch.nn.functional.cross_entropy(logits[:, 16:].reshape(-1, logits.size(-1)), ids[:, 17:].reshape(-1))
+    assert losses[1] == pytest.approx(second.item(), rel=1e-5)
+    plain = tiny_params(stateful=False, seq_len=16, batch_size=2)
+    with torch.no_grad():
+        fresh = family.train_step(net, StreamSampler(chorale_streams[0], 16, 2, seed=1).batch(), 0, plain)
+        later = family.train_step(net, (ids[:, 16:32], ids[:, 17:33]), 1, plain).loss.item()
+    assert fresh.loss.item() == pytest.approx(losses[0], rel=1e-5)
+    assert abs(later - second.item()) > 1e-3  # without the carried state the second window reads differently
+
+
+def test_stateful_training_is_refused_for_models_without_a_carried_state(chorale_streams, event_rep, tmp_path):
+    from midigen.errors import ParamsError
+
+    params = tiny_params(
+        {
+            "kind": "transformer",
+            "layers": 1,
+            "heads": 2,
+            "d_model": 16,
+            "d_ff": 32,
+            "context": 64,
+            "position": "rotary",
+        },
+        stateful=True,
+    )
+    with pytest.raises(ParamsError, match="train.stateful"):
+        train_model(event_rep, *chorale_streams, params, tmp_path, "fp")

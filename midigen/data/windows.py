@@ -152,6 +152,52 @@ class WindowSampler(_Batches):
         return t[:, :-1], t[:, 1:]
 
 
+class StreamSampler(_Batches):
+    """Truncated backpropagation through time: batch_size reading heads over one id stream,
+    each moving on by seq_len ids per batch, so that row r of every batch continues row r of the
+    batch before and a model may carry its state from one batch to the next (train.stateful).
+    The heads start evenly spaced, all moved by one random offset drawn from the seed; a head
+    at the end of the stream reads on from its start (pieces are separated by <EOS> <BOS>
+    anyway). Transposition (`transpose` > 0) draws a shift per window, as WindowSampler does.
+
+    With `shard` = (rank, world size), each rank reads its share of the heads."""
+
+    def __init__(
+        self,
+        stream: np.ndarray | PieceStream,
+        seq_len: int,
+        batch_size: int,
+        seed: int,
+        transpose: int = 0,
+        rep=None,
+        shard: tuple[int, int] = (0, 1),
+    ):
+        if stream.shape[0] < 2:
+            raise DataError("the training split has fewer than 2 tokens")
+        super().__init__(batch_size, seed, transpose, rep, shard)
+        self.stream = stream
+        self.n = int(stream.shape[0])
+        self.seq_len = min(seq_len, self.n - 1)
+        start = int(self.rng.integers(0, self.n))
+        self.heads = (start + np.arange(batch_size, dtype=np.int64) * (self.n // batch_size)) % self.n
+
+    def get_state(self) -> dict:
+        return {"rng": self.rng.bit_generator.state, "heads": self.heads.tolist()}
+
+    def set_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.heads = np.asarray(state["heads"], dtype=np.int64)
+
+    def batches_per_epoch(self) -> int:
+        return max(1, (self.n - 1) // (self.seq_len * self.batch_size))
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = (self.heads[self.local, None] + np.arange(self.seq_len + 1)[None, :]) % self.n
+        self.heads = (self.heads + self.seq_len) % self.n
+        t = torch.from_numpy(self._transposed(np.asarray(self.stream[idx], dtype=np.int64)))
+        return t[:, :-1], t[:, 1:]
+
+
 def eval_windows(stream: np.ndarray | PieceStream, seq_len: int, batch_size: int):
     """Non-overlapping windows covering the whole stream once (last one padded with <PAD>),
     built one batch at a time so a large validation split is never copied whole."""

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from midigen.errors import ParamsError
 from midigen.generation.grammar import GrammarLimits
 from midigen.representations import BOS, EOS, PAD, OutputContext, Representation
 
@@ -249,18 +250,29 @@ class TokenLMFamily(Family):
         # memory-mapped views: memory stays flat however large the corpus
         return split_data.view("train"), split_data.view("val", fallbacks=("train",))
 
+    #: whether its state may carry from one training batch to the next (train.stateful)
+    stateful = False
+
     def batches(self, train: Any, params: dict[str, Any], rep: Representation, shard: tuple[int, int]):
-        from midigen.data.windows import WindowSampler
+        from midigen.data.windows import StreamSampler, WindowSampler
 
         tp = params["train"]
-        return WindowSampler(train, tp["seq_len"], tp["batch_size"], tp["seed"], tp["transpose"], rep, shard)
+        if tp["stateful"] and not self.stateful:
+            raise ParamsError(f"train.stateful = true is for model.kind = 'lstm' (this is {self.name!r})")
+        sampler = StreamSampler if tp["stateful"] else WindowSampler
+        return sampler(train, tp["seq_len"], tp["batch_size"], tp["seed"], tp["transpose"], rep, shard)
 
     def train_step(self, net: nn.Module, batch: Any, step: int, params: dict[str, Any]) -> StepOutput:
         from midigen.training.devices import autocast
 
         x, y = batch
+        # train.stateful: each row continues the row of the batch before (StreamSampler), so the
+        # state the model ended that batch with starts this one, cut off from its gradient
+        carried = getattr(net, "carried_state", None) if params["train"]["stateful"] else None
         with autocast(x.device):
-            logits, _ = net(x)
+            logits, state = net(x, carried)
+        if params["train"]["stateful"]:
+            net.carried_state = tuple(s.detach() for s in state)
         loss = nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), ignore_index=PAD)
         n_tok = int((y != PAD).sum())
         return StepOutput(loss, {"loss": loss.item() * n_tok}, n_tok, n_tok)

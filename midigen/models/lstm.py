@@ -60,6 +60,7 @@ class LSTMLM(TokenLM):
 
 class LSTMFamily(TokenLMFamily):
     name = "lstm"
+    stateful = True
 
     def check_params(self, params: dict[str, Any]) -> None:
         if params["model"]["emb_dim"] == 0:
