@@ -152,7 +152,7 @@ class WindowSampler(_Batches):
         return t[:, :-1], t[:, 1:]
 
 
-class StreamSampler(_Batches):
+class StreamSampler(WindowSampler):
     """Truncated backpropagation through time: batch_size reading heads over one id stream,
     each moving on by seq_len ids per batch, so that row r of every batch continues row r of the
     batch before and a model may carry its state from one batch to the next (train.stateful).
@@ -162,22 +162,9 @@ class StreamSampler(_Batches):
 
     With `shard` = (rank, world size), each rank reads its share of the heads."""
 
-    def __init__(
-        self,
-        stream: np.ndarray | PieceStream,
-        seq_len: int,
-        batch_size: int,
-        seed: int,
-        transpose: int = 0,
-        rep=None,
-        shard: tuple[int, int] = (0, 1),
-    ):
-        if stream.shape[0] < 2:
-            raise DataError("the training split has fewer than 2 tokens")
-        super().__init__(batch_size, seed, transpose, rep, shard)
-        self.stream = stream
+    def __init__(self, stream: np.ndarray | PieceStream, seq_len: int, batch_size: int, seed: int, *args, **kwargs):
+        super().__init__(stream, seq_len, batch_size, seed, *args, **kwargs)
         self.n = int(stream.shape[0])
-        self.seq_len = min(seq_len, self.n - 1)
         start = int(self.rng.integers(0, self.n))
         self.heads = (start + np.arange(batch_size, dtype=np.int64) * (self.n // batch_size)) % self.n
 
@@ -187,9 +174,6 @@ class StreamSampler(_Batches):
     def set_state(self, state: dict) -> None:
         self.rng.bit_generator.state = state["rng"]
         self.heads = np.asarray(state["heads"], dtype=np.int64)
-
-    def batches_per_epoch(self) -> int:
-        return max(1, (self.n - 1) // (self.seq_len * self.batch_size))
 
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         idx = (self.heads[self.local, None] + np.arange(self.seq_len + 1)[None, :]) % self.n
