@@ -143,6 +143,8 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "dec_hidden": _int(128, 1),
         "enc_layers": _int(1, 0, 8),
         "dec_layers": _int(1, 0, 8),
+        "velocity_loss": Spec(str, "squared", choices=("squared", "l1")),
+        "offset_loss": Spec(str, "squared", choices=("squared", "l1")),
         "preset": Spec(str, "none", choices=("none", "groovae_4bar", "transformer_cpu", "transformer_gpu")),
         "order": _int(4, 1, 10),
         "layers": _int(4, 1, 48),
@@ -171,6 +173,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "beta_rate": Spec(float, 0.99, 0, 1),
         "free_bits": Spec(float, 48, 0),
         "input_transform": Spec(str, "none", choices=("none", "humanize", "tapify")),
+        "velocity_jitter": _int(0, 0, 126),
         "log_system_metrics": Spec(bool, False),
     },
     "generate": {

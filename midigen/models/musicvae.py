@@ -53,6 +53,9 @@ class MusicVAEConfig:
     head: str = "categorical"
     #: groove head: drum classes per step (3 values each)
     drum_classes: int = 9
+    #: groove head: the velocities' and the offsets' errors, squared (Magenta) or l1 (groove.ERRORS)
+    velocity_loss: str = "squared"
+    offset_loss: str = "squared"
     #: latent attribute vectors, name -> z_dim floats, found after training from the training
     #: windows (midigen.generation.attributes); empty until then
     attributes: dict[str, list[float]] = field(default_factory=dict)
@@ -230,7 +233,9 @@ class MusicVAE(nn.Module):
         """The loss terms of this model's head from a forward pass (elbo_terms, or the groove
         head's with its hit, velocity and offset losses)."""
         if self.config.head == "groove":
-            return groove_elbo_terms(x, out, mu, sigma, beta, free_bits, self.config.drum_classes)
+            c = self.config
+            losses = (c.velocity_loss, c.offset_loss)
+            return groove_elbo_terms(x, out, mu, sigma, beta, free_bits, c.drum_classes, *losses)
         return elbo_terms(x, out, mu, sigma, beta, free_bits)
 
     @torch.no_grad()
@@ -331,11 +336,13 @@ def groove_elbo_terms(
     beta: float,
     free_bits: float,
     classes: int,
+    velocity_loss: str = "squared",
+    offset_loss: str = "squared",
 ) -> dict[str, torch.Tensor]:
-    """elbo_terms for the groove head: recon = hit log-loss + velocity and offset squared errors
-    (each also on its own), summed over steps and classes and averaged over the batch; accuracy
-    = share of steps whose hits are all right (midigen.models.groove)."""
-    terms = groove.reconstruction_terms(x, out, classes)
+    """elbo_terms for the groove head: recon = hit log-loss + velocity and offset errors
+    (squared or absolute; each also on its own), summed over steps and classes and averaged
+    over the batch; accuracy = share of steps whose hits are all right (midigen.models.groove)."""
+    terms = groove.reconstruction_terms(x, out, classes, velocity_loss, offset_loss)
     kl, kl_cost = _kl(mu, sigma, free_bits)
     return {"loss": terms["recon"] + beta * kl_cost, "kl": kl, **terms}
 
@@ -437,19 +444,29 @@ def _unwrap(net: nn.Module) -> MusicVAE:
     return net
 
 
-class _TaskBatches:
-    """Window batches as (target, encoder input): the encoder reads each window through a task's
-    input transform (humanize, tapify) and the decoder must give back the window itself. Every
-    other attribute (state, shares, batches per epoch) is the wrapped sampler's."""
+class _GrooveBatches:
+    """Groove window batches, each window played `jitter` MIDI velocities louder or softer at
+    random (train.velocity_jitter; one shift per window, drawn from the wrapped sampler's
+    generator, so last.pt resumes it), as (target, encoder input) when a task's input transform
+    (humanize, tapify) gives what the encoder reads. Every other attribute (state, shares,
+    batches per epoch) is the wrapped sampler's."""
 
-    def __init__(self, inner, transform: Callable[[np.ndarray], np.ndarray]):
-        self.inner, self.transform = inner, transform
+    def __init__(self, inner, transform: Callable[[np.ndarray], np.ndarray] | None, jitter: int):
+        self.inner, self.transform, self.jitter = inner, transform, jitter
 
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
 
-    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        from midigen.representations.groove import shift_velocities
+
         x = self.inner.batch()
+        if self.jitter:
+            # drawn for the whole global batch, so every rank's generator stays in step
+            shift = self.inner.rng.integers(-self.jitter, self.jitter + 1, size=self.inner.batch_size)
+            x = torch.from_numpy(shift_velocities(x.numpy(), shift[self.inner.local]))
+        if self.transform is None:
+            return x
         return x, torch.from_numpy(np.asarray(self.transform(x.numpy()), dtype=np.int64))
 
 
@@ -493,7 +510,10 @@ class MusicVAEFamily(Family):
     has_latent = True
 
     def build(self, model_params: dict[str, Any], rep) -> MusicVAE:
-        mp, layers = model_params, model_params["num_layers"]
+        from midigen.params import DEFAULTS
+
+        # keys added since (the groove losses) at their defaults, for callers' older dicts
+        mp, layers = {**DEFAULTS["model"], **model_params}, model_params["num_layers"]
         dec_layers = mp["dec_layers"] or layers
         return MusicVAE(
             MusicVAEConfig(
@@ -512,6 +532,8 @@ class MusicVAEFamily(Family):
                 dropout=mp["dropout"],
                 head=rep.head,
                 drum_classes=rep.cells_per_step if rep.head == "groove" else 9,
+                velocity_loss=mp["velocity_loss"],
+                offset_loss=mp["offset_loss"],
             )
         )
 
@@ -530,7 +552,8 @@ class MusicVAEFamily(Family):
         tp = params["train"]
         transform = task_transform(tp["input_transform"], rep.head)
         batches = WindowBatches(train, tp["batch_size"], tp["seed"], tp["transpose"], rep, shard)
-        return batches if transform is None else _TaskBatches(batches, transform)
+        jitter = tp.get("velocity_jitter", 0) if rep.head == "groove" else 0
+        return batches if transform is None and not jitter else _GrooveBatches(batches, transform, jitter)
 
     def train_step(self, net: nn.Module, batch, step: int, params: dict[str, Any]) -> StepOutput:
         from midigen.training.devices import autocast
