@@ -444,29 +444,19 @@ def _unwrap(net: nn.Module) -> MusicVAE:
     return net
 
 
-class _GrooveBatches:
-    """Groove window batches, each window played `jitter` MIDI velocities louder or softer at
-    random (train.velocity_jitter; one shift per window, drawn from the wrapped sampler's
-    generator, so last.pt resumes it), as (target, encoder input) when a task's input transform
-    (humanize, tapify) gives what the encoder reads. Every other attribute (state, shares,
-    batches per epoch) is the wrapped sampler's."""
+class _TaskBatches:
+    """Window batches as (target, encoder input): the encoder reads each window through a task's
+    input transform (humanize, tapify) and the decoder must give back the window itself. Every
+    other attribute (state, shares, batches per epoch) is the wrapped sampler's."""
 
-    def __init__(self, inner, transform: Callable[[np.ndarray], np.ndarray] | None, jitter: int):
-        self.inner, self.transform, self.jitter = inner, transform, jitter
+    def __init__(self, inner, transform: Callable[[np.ndarray], np.ndarray]):
+        self.inner, self.transform = inner, transform
 
     def __getattr__(self, name: str):
         return getattr(self.inner, name)
 
-    def batch(self) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        from midigen.representations.groove import shift_velocities
-
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.inner.batch()
-        if self.jitter:
-            # drawn for the whole global batch, so every rank's generator stays in step
-            shift = self.inner.rng.integers(-self.jitter, self.jitter + 1, size=self.inner.batch_size)
-            x = torch.from_numpy(shift_velocities(x.numpy(), shift[self.inner.local]))
-        if self.transform is None:
-            return x
         return x, torch.from_numpy(np.asarray(self.transform(x.numpy()), dtype=np.int64))
 
 
@@ -552,8 +542,7 @@ class MusicVAEFamily(Family):
         tp = params["train"]
         transform = task_transform(tp["input_transform"], rep.head)
         batches = WindowBatches(train, tp["batch_size"], tp["seed"], tp["transpose"], rep, shard)
-        jitter = tp.get("velocity_jitter", 0) if rep.head == "groove" else 0
-        return batches if transform is None and not jitter else _GrooveBatches(batches, transform, jitter)
+        return batches if transform is None else _TaskBatches(batches, transform)
 
     def train_step(self, net: nn.Module, batch, step: int, params: dict[str, Any]) -> StepOutput:
         from midigen.training.devices import autocast

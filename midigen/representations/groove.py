@@ -76,15 +76,6 @@ def quantize(windows: np.ndarray, velocity: int) -> np.ndarray:
     return cell_ids(hit, np.full(hit.shape, velocity), np.zeros(hit.shape)).astype(windows.dtype)
 
 
-def shift_velocities(windows: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """Every hit of window i `shift[i]` MIDI velocities louder (clipped to 1..127), the same hits
-    and offsets: the same pattern played at another level."""
-    windows = np.asarray(windows)
-    hit, velocity, offset = cell_values(windows)
-    moved = np.clip(velocity + np.asarray(shift).reshape(-1, *([1] * (windows.ndim - 1))), 1, VELOCITIES - 1)
-    return cell_ids(hit, moved, offset).astype(windows.dtype)
-
-
 def humanize_input(windows: np.ndarray) -> np.ndarray:
     """Every hit with velocity 0 and offset 0: the quantized pattern the humanize model reads."""
     return quantize(windows, 0)
