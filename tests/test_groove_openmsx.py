@@ -134,9 +134,10 @@ def test_humanize_plays_held_out_songs_closer_than_their_class_mean_velocity(eva
     held = ev["humanize"]
     print("humanize, held out:", held, "training songs:", own)
     assert held["hits"] > 1000 and held["played"]["windows"] == 0  # the 3 test songs are programmed
-    # measured 5.4-6.1 over three training seeds against 7.35 (README: the full-size run)
+    # measured 5.4, 5.6 and 6.1 over three training seeds against 7.35 (README: the full-size run)
     assert held["velocity_mae"] < held["velocity_mae_class_mean"] - 0.5
-    assert own["played"]["velocity_mae"] < 0.8 * own["played"]["velocity_mae_class_mean"]
+    # dropout 0.5 fits the training songs less closely: measured 12.2 against 15.8
+    assert own["played"]["velocity_mae"] < 0.85 * own["played"]["velocity_mae_class_mean"]
     assert np.isfinite(held["offset_mae"]) and {"velocity_mae_class_median", "offset_mae_zero"} <= set(held)
 
 
