@@ -15,8 +15,8 @@ Numbers (metrics/eval.json):
   the rhythm metrics of MANY_SAMPLES prior samples, a steadier estimate than the few files;
 - groove: `expressive` (velocity histogram, per-class velocity, offsets, swing ratio of samples
   and test windows); with train.input_transform humanize, `humanize` (velocity and offset MAE on
-  the held-out hits against the real performance, beside per-class mean velocity and zero
-  offset); with tapify, `tap2drum` (classes the drums from taps use, their onsets' accuracy);
+  the held-out hits against the real performance, beside per-class mean and median velocity
+  and zero offset); with tapify, `tap2drum` (classes the drums from taps use, their onsets' accuracy);
 - attributes: per latent attribute vector, Spearman's correlation between how far z moves
   along it (-2 .. +2) and the attribute of the decoded windows (midigen.generation.attributes);
 - interpolation: mean Hamming distance between consecutive points of slerp interpolations
