@@ -143,8 +143,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "dec_hidden": _int(128, 1),
         "enc_layers": _int(1, 0, 8),
         "dec_layers": _int(1, 0, 8),
-        "velocity_loss": Spec(str, "l1", choices=("squared", "l1")),
-        "offset_loss": Spec(str, "squared", choices=("squared", "l1")),
+        "velocity_loss": Spec(str, "l1", choices=("squared", "l1")),  # models.groove.VELOCITY_LOSSES
         "preset": Spec(str, "none", choices=("none", "groovae_4bar", "transformer_cpu", "transformer_gpu")),
         "order": _int(4, 1, 10),
         "layers": _int(4, 1, 48),

@@ -53,9 +53,8 @@ class MusicVAEConfig:
     head: str = "categorical"
     #: groove head: drum classes per step (3 values each)
     drum_classes: int = 9
-    #: groove head: the velocities' and the offsets' errors, squared (Magenta) or l1 (groove.ERRORS)
+    #: groove head: the velocities' error, squared (Magenta) or l1 (groove.VELOCITY_LOSSES)
     velocity_loss: str = "squared"
-    offset_loss: str = "squared"
     #: latent attribute vectors, name -> z_dim floats, found after training from the training
     #: windows (midigen.generation.attributes); empty until then
     attributes: dict[str, list[float]] = field(default_factory=dict)
@@ -234,8 +233,7 @@ class MusicVAE(nn.Module):
         head's with its hit, velocity and offset losses)."""
         if self.config.head == "groove":
             c = self.config
-            losses = (c.velocity_loss, c.offset_loss)
-            return groove_elbo_terms(x, out, mu, sigma, beta, free_bits, c.drum_classes, *losses)
+            return groove_elbo_terms(x, out, mu, sigma, beta, free_bits, c.drum_classes, c.velocity_loss)
         return elbo_terms(x, out, mu, sigma, beta, free_bits)
 
     @torch.no_grad()
@@ -337,12 +335,12 @@ def groove_elbo_terms(
     free_bits: float,
     classes: int,
     velocity_loss: str = "squared",
-    offset_loss: str = "squared",
 ) -> dict[str, torch.Tensor]:
-    """elbo_terms for the groove head: recon = hit log-loss + velocity and offset errors
-    (squared or absolute; each also on its own), summed over steps and classes and averaged
-    over the batch; accuracy = share of steps whose hits are all right (midigen.models.groove)."""
-    terms = groove.reconstruction_terms(x, out, classes, velocity_loss, offset_loss)
+    """elbo_terms for the groove head: recon = hit log-loss + velocity error (squared or
+    absolute) + offset squared error (each also on its own), summed over steps and classes and
+    averaged over the batch; accuracy = share of steps whose hits are all right
+    (midigen.models.groove)."""
+    terms = groove.reconstruction_terms(x, out, classes, velocity_loss)
     kl, kl_cost = _kl(mu, sigma, free_bits)
     return {"loss": terms["recon"] + beta * kl_cost, "kl": kl, **terms}
 
@@ -523,7 +521,6 @@ class MusicVAEFamily(Family):
                 head=rep.head,
                 drum_classes=rep.cells_per_step if rep.head == "groove" else 9,
                 velocity_loss=mp["velocity_loss"],
-                offset_loss=mp["offset_loss"],
             )
         )
 
