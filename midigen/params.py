@@ -144,6 +144,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "dec_hidden": _int(128, 1),
         "enc_layers": _int(1, 0, 8),
         "dec_layers": _int(1, 0, 8),
+        "velocity_loss": Spec(str, "l1", choices=("squared", "l1")),  # models.groove.VELOCITY_LOSSES
         "preset": Spec(str, "none", choices=("none", "groovae_4bar", "transformer_cpu", "transformer_gpu")),
         "order": _int(4, 1, 10),
         "layers": _int(4, 1, 48),
@@ -277,8 +278,9 @@ def _cross_checks(p: dict[str, dict[str, Any]]) -> None:
 
 #: model.preset -> the model and train values it stands for. Magenta's groovae_4bar
 #: (music_vae/configs.py): a 1 x 512 bidirectional encoder, a flat 2 x 256 decoder, z 256, the
-#: 27 values per step fed as they are (emb_dim 0), dropout keep 0.3, batch 512, beta held at 0.2,
-#: 48 free bits, Adam at 1e-3 decaying x 0.9999 per step to 1e-5, gradients clipped at 1.
+#: 27 values per step fed as they are (emb_dim 0), dropout keep 0.3, squared velocity errors,
+#: batch 512, beta held at 0.2, 48 free bits, Adam at 1e-3 decaying x 0.9999 per step to 1e-5,
+#: gradients clipped at 1.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "groovae_4bar": {
         "model": {
@@ -290,6 +292,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "dec_hidden": 256,
             "emb_dim": 0,
             "dropout": 0.7,
+            "velocity_loss": "squared",
         },
         "train": {
             "batch_size": 512,

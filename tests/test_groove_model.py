@@ -204,6 +204,7 @@ def test_the_groovae_4bar_preset_fills_in_magentas_values_and_keeps_what_was_cha
     assert p["model"]["decoder"] == "flat" and p["model"]["z_dim"] == 256
     assert p["model"]["enc_layers"] == 1 and p["model"]["dec_layers"] == 2
     assert p["model"]["dropout"] == 0.7 and p["train"]["beta_rate"] == 0.0 and p["train"]["free_bits"] == 48
+    assert p["model"]["velocity_loss"] == "squared"  # Magenta's; the default is l1
     assert p["train"]["schedule"] == "exponential" and p["train"]["lr"] == magenta["train"]["lr"]
     assert p["train"]["batch_size"] == 64 and p["train"]["epochs"] == 3
     assert validate({s: dict(v) for s, v in DEFAULTS.items()}) == DEFAULTS  # no preset: nothing changes

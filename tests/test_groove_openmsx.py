@@ -2,8 +2,8 @@
 song as the split stage does, a small model trained for a few epochs on one core. On the
 held-out songs it reconstructs far better than always predicting the most common step, its
 samples are as steady bar to bar as real drumming and are played (varied velocities, onsets off
-the grid); a humanize model plays the training songs' hits far closer to their performance than
-their class mean velocity (held-out songs: see the README), tap2drum writes a kit, and the
+the grid); a humanize model plays the held-out songs' hits closer to their real velocities than
+their class's mean velocity and the training songs' far closer, tap2drum writes a kit, and the
 attribute vectors move their attributes. The README's figures come from larger runs of the same
 code (see "Expressive drums (GrooVAE)")."""
 
@@ -50,9 +50,14 @@ def songs(openmsx_dir, tmp_path_factory) -> SplitData:
     return SplitData(store, pd.DataFrame(split))
 
 
+#: what the README recommends for a humanizer on a small corpus: dropout 0.5 (22 songs are
+#: memorised at 0.1) with the default absolute velocity error
+HUMANIZE = {"dropout": 0.5}
+
+
 def _params(transform: str, epochs: int) -> dict:
     params = {section: dict(values) for section, values in DEFAULTS.items()}
-    params["model"].update(SMALL)
+    params["model"].update(SMALL, **(HUMANIZE if transform == "humanize" else {}))
     params["train"].update(TINY_TRAIN)
     params["train"].update(epochs=epochs, batch_size=32, lr=0.003, warmup_steps=50, input_transform=transform)
     params["generate"]["temperature"] = 0.5
@@ -122,15 +127,18 @@ def test_attribute_vectors_move_their_attributes(evaluated):
     assert ev["attributes_monotonic"] >= 0.75 * len(rho)
 
 
-def test_humanize_learns_how_the_training_songs_are_played(evaluated, songs):
+def test_humanize_plays_held_out_songs_closer_than_their_class_mean_velocity(evaluated, songs):
     ev, loaded = evaluated("humanize", 8)
     train = songs.windows("train")
     own = humanize_scores(loaded.model, loaded.rep, train[::8], train, 0, loaded.device)
-    print("humanize, training songs:", own, "held out:", ev["humanize"])
-    assert own["played"]["velocity_mae"] < 0.8 * own["played"]["velocity_mae_class_mean"]
     held = ev["humanize"]
-    assert held["hits"] > 1000 and {"velocity_mae", "velocity_mae_class_mean", "offset_mae_zero"} <= set(held)
-    assert np.isfinite(held["offset_mae"]) and held["played"]["windows"] == 0  # the 3 test songs are programmed
+    print("humanize, held out:", held, "training songs:", own)
+    assert held["hits"] > 1000 and held["played"]["windows"] == 0  # the 3 test songs are programmed
+    # measured 5.4, 5.6 and 6.1 over three training seeds against 7.35 (README: the full-size run)
+    assert held["velocity_mae"] < held["velocity_mae_class_mean"] - 0.5
+    # dropout 0.5 fits the training songs less closely: measured 12.2 against 15.8
+    assert own["played"]["velocity_mae"] < 0.85 * own["played"]["velocity_mae_class_mean"]
+    assert np.isfinite(held["offset_mae"]) and {"velocity_mae_class_median", "offset_mae_zero"} <= set(held)
 
 
 def test_tap2drum_writes_a_kit_from_taps(evaluated):

@@ -15,8 +15,8 @@ Numbers (metrics/eval.json):
   the rhythm metrics of MANY_SAMPLES prior samples, a steadier estimate than the few files;
 - groove: `expressive` (velocity histogram, per-class velocity, offsets, swing ratio of samples
   and test windows); with train.input_transform humanize, `humanize` (velocity and offset MAE on
-  the held-out hits against the real performance, beside per-class mean velocity and zero
-  offset); with tapify, `tap2drum` (classes the drums from taps use, their onsets' accuracy);
+  the held-out hits against the real performance, beside per-class mean and median velocity
+  and zero offset); with tapify, `tap2drum` (classes the drums from taps use, their onsets' accuracy);
 - attributes: per latent attribute vector, Spearman's correlation between how far z moves
   along it (-2 .. +2) and the attribute of the decoded windows (midigen.generation.attributes);
 - interpolation: mean Hamming distance between consecutive points of slerp interpolations
@@ -76,13 +76,17 @@ def humanize_scores(
     """Velocity and offset mean absolute errors over the hits of held-out windows humanized by
     the model (hits fixed, velocities and offsets predicted) against the real performance, and
     the same for the two baselines: every hit at its class's mean training velocity, every
-    offset 0. `played`: the same over the windows that are performed (more than PLAYED
-    distinct velocities): a pattern programmed at one velocity has no performance to find."""
+    offset 0; and a third, stronger for an absolute error: every hit at its class's median
+    training velocity. `played`: the same over the windows that are performed (more than
+    PLAYED distinct velocities): a pattern programmed at one velocity has no performance to find."""
     test = test[rep.hit_counts(test).sum(axis=1) > 0]
     t_hit, t_velocity, _ = rep.features(train)
-    class_mean = np.array(
-        [t_velocity[..., c][t_hit[..., c]].mean() if t_hit[..., c].any() else 0.0 for c in range(t_hit.shape[-1])]
-    )
+
+    def per_class(statistic) -> np.ndarray:
+        own = [t_velocity[..., c][t_hit[..., c]] for c in range(t_hit.shape[-1])]
+        return np.array([statistic(v) if v.size else 0.0 for v in own])
+
+    class_mean, class_median = per_class(np.mean), per_class(np.median)
     played = humanize(model, rep, test, 0.0, seed, dev)
     hit, velocity, shift = rep.features(test)
     _, p_velocity, p_shift = rep.features(played)
@@ -91,14 +95,18 @@ def humanize_scores(
     def scores(keep: np.ndarray) -> dict[str, Any]:
         h = hit & keep[:, None, None]
         truth_v, truth_o = velocity[h].astype(np.float64), shift[h].astype(np.float64)
-        baseline = np.broadcast_to(class_mean, h.shape)[h]
         if truth_v.size == 0:
             return {"windows": 0}
+
+        def mae(predicted: np.ndarray) -> float:
+            return round(float(np.abs(predicted - truth_v).mean()), 3)
+
         return {
             "windows": int(keep.sum()),
             "hits": int(h.sum()),
-            "velocity_mae": round(float(np.abs(p_velocity[h] - truth_v).mean()), 3),
-            "velocity_mae_class_mean": round(float(np.abs(baseline - truth_v).mean()), 3),
+            "velocity_mae": mae(p_velocity[h]),
+            "velocity_mae_class_mean": mae(np.broadcast_to(class_mean, h.shape)[h]),
+            "velocity_mae_class_median": mae(np.broadcast_to(class_median, h.shape)[h]),
             "offset_mae": round(float(np.abs(p_shift[h] - truth_o).mean()), 5),
             "offset_mae_zero": round(float(np.abs(truth_o).mean()), 5),
         }
@@ -230,7 +238,8 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     for what, x in (("humanize", h), ("  played windows", h and h["played"])):
         if x and x.get("hits"):
             lines.append(
-                f"  {what}: velocity MAE {x['velocity_mae']:.2f} (class means {x['velocity_mae_class_mean']:.2f}), "
+                f"  {what}: velocity MAE {x['velocity_mae']:.2f} (class means {x['velocity_mae_class_mean']:.2f}, "
+                f"medians {x['velocity_mae_class_median']:.2f}), "
                 f"offset MAE {x['offset_mae']:.4f} (zero offset {x['offset_mae_zero']:.4f}) steps, "
                 f"{x['windows']} windows"
             )

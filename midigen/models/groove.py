@@ -1,6 +1,7 @@
 """GrooVAE's output head for MusicVAE (Gillick et al. 2019; Magenta's GrooveLstmDecoder): per
-step and drum class a hit (sigmoid, log-loss), a velocity (sigmoid, squared error) and a timing
-offset (tanh, squared error). The reconstruction loss is their plain sum over classes and steps.
+step and drum class a hit (sigmoid, log-loss), a velocity (sigmoid, squared error as in Magenta
+or absolute error: model.velocity_loss) and a timing offset (tanh, squared error). The
+reconstruction loss is their plain sum over classes and steps.
 
 The model still reads and writes ids (the groove representation's cells, see
 midigen.representations.groove); this module turns them into the 27 values per step Magenta
@@ -44,7 +45,14 @@ def hit_steps(ids: torch.Tensor, classes: int) -> torch.Tensor:
     return (hit.long() << torch.arange(classes, device=ids.device)).sum(-1)
 
 
-def reconstruction_terms(x: torch.Tensor, out: torch.Tensor, classes: int) -> dict[str, torch.Tensor]:
+#: model.velocity_loss: squared (Magenta's; the output learns the mean velocity of a context) or
+#: l1 (absolute error; it learns the median, what a mean absolute error rewards)
+VELOCITY_LOSSES = ("squared", "l1")
+
+
+def reconstruction_terms(
+    x: torch.Tensor, out: torch.Tensor, classes: int, velocity_loss: str = "squared"
+) -> dict[str, torch.Tensor]:
     """Per-window sums (averaged over the batch) of the three losses, their sum `recon`, and
     `accuracy`: the share of steps whose nine hits are all right (threshold 0.5)."""
     target = features(x, classes)
@@ -52,17 +60,19 @@ def reconstruction_terms(x: torch.Tensor, out: torch.Tensor, classes: int) -> di
     o_hit, o_vel, o_off = out.float().split(classes, dim=-1)
     b = x.shape[0]
     hit_loss = F.binary_cross_entropy_with_logits(o_hit, t_hit, reduction="sum") / b
-    # squared errors where the target has a hit only (Magenta also scores the empty cells, whose
-    # targets are 0: its velocity output then learns p(hit) x velocity, so a hit sampled where
-    # p(hit) is small comes out nearly silent)
-    velocity_loss = ((torch.sigmoid(o_vel) - t_vel).pow(2) * t_hit).sum() / b
-    offset_loss = ((torch.tanh(o_off) - t_off).pow(2) * t_hit).sum() / b
+    # errors where the target has a hit only (Magenta also scores the empty cells, whose targets
+    # are 0: its velocity output then learns p(hit) x velocity, so a hit sampled where p(hit) is
+    # small comes out nearly silent)
+    error = torch.sigmoid(o_vel) - t_vel
+    error = error.abs() if velocity_loss == "l1" else error.pow(2)
+    velocity = (error * t_hit).sum() / b
+    offset = ((torch.tanh(o_off) - t_off).pow(2) * t_hit).sum() / b
     accuracy = ((o_hit > 0) == (t_hit > 0.5)).all(dim=-1).float().mean()
     return {
-        "recon": hit_loss + velocity_loss + offset_loss,
+        "recon": hit_loss + velocity + offset,
         "hit_loss": hit_loss,
-        "velocity_loss": velocity_loss,
-        "offset_loss": offset_loss,
+        "velocity_loss": velocity,
+        "offset_loss": offset,
         "accuracy": accuracy.detach(),
     }
 

@@ -53,6 +53,8 @@ class MusicVAEConfig:
     head: str = "categorical"
     #: groove head: drum classes per step (3 values each)
     drum_classes: int = 9
+    #: groove head: the velocities' error, squared (Magenta) or l1 (groove.VELOCITY_LOSSES)
+    velocity_loss: str = "squared"
     #: latent attribute vectors, name -> z_dim floats, found after training from the training
     #: windows (midigen.generation.attributes); empty until then
     attributes: dict[str, list[float]] = field(default_factory=dict)
@@ -230,7 +232,8 @@ class MusicVAE(nn.Module):
         """The loss terms of this model's head from a forward pass (elbo_terms, or the groove
         head's with its hit, velocity and offset losses)."""
         if self.config.head == "groove":
-            return groove_elbo_terms(x, out, mu, sigma, beta, free_bits, self.config.drum_classes)
+            c = self.config
+            return groove_elbo_terms(x, out, mu, sigma, beta, free_bits, c.drum_classes, c.velocity_loss)
         return elbo_terms(x, out, mu, sigma, beta, free_bits)
 
     @torch.no_grad()
@@ -331,11 +334,13 @@ def groove_elbo_terms(
     beta: float,
     free_bits: float,
     classes: int,
+    velocity_loss: str = "squared",
 ) -> dict[str, torch.Tensor]:
-    """elbo_terms for the groove head: recon = hit log-loss + velocity and offset squared errors
-    (each also on its own), summed over steps and classes and averaged over the batch; accuracy
-    = share of steps whose hits are all right (midigen.models.groove)."""
-    terms = groove.reconstruction_terms(x, out, classes)
+    """elbo_terms for the groove head: recon = hit log-loss + velocity error (squared or
+    absolute) + offset squared error (each also on its own), summed over steps and classes and
+    averaged over the batch; accuracy = share of steps whose hits are all right
+    (midigen.models.groove)."""
+    terms = groove.reconstruction_terms(x, out, classes, velocity_loss)
     kl, kl_cost = _kl(mu, sigma, free_bits)
     return {"loss": terms["recon"] + beta * kl_cost, "kl": kl, **terms}
 
@@ -493,7 +498,10 @@ class MusicVAEFamily(Family):
     has_latent = True
 
     def build(self, model_params: dict[str, Any], rep) -> MusicVAE:
-        mp, layers = model_params, model_params["num_layers"]
+        from midigen.params import DEFAULTS
+
+        # keys added since (the groove losses) at their defaults, for callers' older dicts
+        mp, layers = {**DEFAULTS["model"], **model_params}, model_params["num_layers"]
         dec_layers = mp["dec_layers"] or layers
         return MusicVAE(
             MusicVAEConfig(
@@ -512,6 +520,7 @@ class MusicVAEFamily(Family):
                 dropout=mp["dropout"],
                 head=rep.head,
                 drum_classes=rep.cells_per_step if rep.head == "groove" else 9,
+                velocity_loss=mp["velocity_loss"],
             )
         )
 
