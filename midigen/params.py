@@ -121,6 +121,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "fixed_step_quarters": Spec(float, 0.0, 0, 4),
         "max_voices": _int(4, 1, 16),
         "bar_positions": Spec(bool, False),
+        "frame_runs": Spec(bool, True),
         "key": Spec(str, "auto", choices=("auto", "keep", "c")),
     },
     "split": {
@@ -136,7 +137,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "emb_dim": _int(128, 0),
         "hidden_dim": _int(256, 1),
         "num_layers": _int(2, 1, 8),
-        "dropout": Spec(float, 0.1, 0, 1, hi_open=True),
+        "dropout": Spec(float, 0.3, 0, 1, hi_open=True),
         "decoder": Spec(str, "auto", choices=("auto", "hierarchical", "flat")),
         "z_dim": _int(64, 1),
         "enc_hidden": _int(128, 1),
@@ -155,7 +156,7 @@ SCHEMA: dict[str, dict[str, Spec]] = {
         "position": Spec(str, "rotary", choices=("rotary", "alibi")),
     },
     "train": {
-        "epochs": _int(20, 1),
+        "epochs": _int(60, 1),
         "batch_size": _int(8, 1),
         "seq_len": _int(512, 2),
         "lr": _pos(0.003, 1.0),

@@ -89,6 +89,7 @@ def test_tokenize_reads_params_yaml_and_flags_override_it(chorale_paths, tmp_pat
             "hop_bars": 1,
             "max_voices": 4,
             "bar_positions": False,
+            "frame_runs": False,
             "key": "keep",
         }
     }

@@ -94,17 +94,22 @@ def test_every_frame_starts_with_the_melody_and_the_voices_below_obey_the_gramma
     limits = GrammarLimits(8.0, 3)
     seqs = harmonize(loaded.model, voices_rep, notes, SampleRequest(4, seed=2, limits=limits), CPU)
     grammar = voices_rep.grammar(limits)
+    assert voices_rep.frame_runs  # the default: each frame's ||k says how many sixteenths it lasts
     for ids in seqs:
         assert ids[-1] == EOS
-        frames = np.split(ids[1:-1], np.flatnonzero(ids[1:-1] == voices_rep.frame_id) + 1)[:-1]
-        assert len(frames) == melody.column.shape[0]
-        for f, frame in enumerate(frames):
-            if melody.column[f] < 0:  # the melody rests: so does everything
-                assert frame.tolist() == [voices_rep.frame_id]
+        f, frame, written = 0, [], 0
+        for i in ids[1:-1].tolist():
+            if i < voices_rep.frame_id:
+                frame.append(i)
                 continue
-            first = voices_rep.new_base if melody.struck[f] else voices_rep.tie_base
-            assert frame[0] == first + melody.column[f]
-            assert len(frame) <= 4  # three voices and the delimiter
+            if melody.column[f] < 0:  # the melody rests: so does everything
+                assert frame == []
+            else:
+                first = voices_rep.new_base if melody.struck[f] else voices_rep.tie_base
+                assert frame[0] == first + melody.column[f]
+                assert len(frame) <= 3  # three voices
+            f, frame, written = f + i - voices_rep.frame_id + 1, [], written + 1
+        assert f == melody.column.shape[0] and written < f  # runs: fewer frames written than sixteenths
         assert (melody.column >= 0).sum() > 0.8 * melody.column.shape[0]
         state = grammar.start(1, CPU)
         for i in ids[1:].tolist():
@@ -219,25 +224,80 @@ def test_the_python_api_and_the_studio_harmonize_like_the_cli(checkpoint, folk_m
         catalog.close()
 
 
+def harmonized_with(chorale_paths, melody_path, tmp_path, **preprocess):
+    """(a voices representation with these preprocess settings, the folder where `midigen
+    harmonize` wrote two harmonies of the melody with a tiny model trained one epoch on it)."""
+    rep = from_params(
+        {**DEFAULTS["preprocess"], "representation": "voices", "pitch_min": 36, "pitch_max": 84, **preprocess}
+    )
+    ids = [rep.encode(rep.read_piece(p)).astype(np.int64) for p in chorale_paths]
+    params = tiny_params(None, epochs=1, batch_size=8, seq_len=64)
+    ckpt = train_model(rep, np.concatenate(ids[:4]), ids[4], params, tmp_path / "m", "fp").best_path
+    out = tmp_path / "out"
+    args = ["harmonize", str(melody_path), "--checkpoint", str(ckpt), "--out", str(out), "--num-files", "2"]
+    assert main([*args, "--device", "cpu", "--seed", "3"]) == 0
+    return rep, out
+
+
 def test_with_bar_positions_the_harmony_keeps_the_melodys_bars(chorale_paths, folk_melody, tmp_path, torch_one_thread):
     """A model of voices tokens with bar positions ends every frame at the melody's position in
     its bar (from the melody file's time signatures), and the file it writes has those bars."""
     from midigen.data.midi_io import read_marks
     from midigen.representations.voices import bar_positions, meter_rows
 
-    rep = from_params(
-        {**DEFAULTS["preprocess"], "representation": "voices", "pitch_min": 36, "pitch_max": 84, "bar_positions": True}
-    )
-    ids = [rep.encode(rep.read_piece(p)).astype(np.int64) for p in chorale_paths]
-    params = tiny_params(None, epochs=1, batch_size=8, seq_len=64)
-    ckpt = train_model(rep, np.concatenate(ids[:4]), ids[4], params, tmp_path / "m", "fp").best_path
+    rep, out = harmonized_with(chorale_paths, folk_melody[0], tmp_path, bar_positions=True, frame_runs=False)
     path, melody = folk_melody
-    out = tmp_path / "out"
-    args = ["harmonize", str(path), "--checkpoint", str(ckpt), "--out", str(out), "--num-files", "2"]
-    assert main([*args, "--device", "cpu", "--seed", "3"]) == 0
     meters = meter_rows(read_marks(path).meters)
     for mid in sorted(out.glob("harmony_*.mid")):
         assert track_steps(mid, "Soprano") == [(s, e, p) for s, e, p in melody]
         positions = rep.decode_voiced(rep.encode(rep.read_piece(mid))).positions
         assert positions == bar_positions(len(positions), meters).tolist(), mid.name
         assert len(positions) >= melody[-1][1]
+
+
+def test_with_frame_runs_the_soprano_is_the_melody_and_no_frame_outlasts_its_note(
+    chorale_paths, folk_melody, tmp_path, torch_one_thread
+):
+    """A model of voices tokens with frame runs harmonizes too: each written frame starts with
+    the melody's note there and lasts no longer than that note (or rest) does from there."""
+    from midigen.generation.harmonize import melody_frames, read_melody, until_change
+
+    rep, out = harmonized_with(chorale_paths, folk_melody[0], tmp_path, frame_runs=True)
+    path, melody = folk_melody
+    until = until_change(melody_frames(rep, read_melody(path, rep)[0]), 16)
+    for mid in sorted(out.glob("harmony_*.mid")):
+        assert track_steps(mid, "Soprano") == [(s, e, p) for s, e, p in melody], mid.name
+        frame, lengths = 0, []
+        for token in mid.with_suffix(".txt").read_text().split():
+            if token.startswith("||"):
+                lengths.append(int(token[2:]))
+                assert lengths[-1] <= until[frame], (mid.name, frame, token)
+                frame += lengths[-1]
+        assert frame == len(until) and max(lengths) > 1, mid.name
+
+
+def test_until_change_counts_the_frames_to_the_sopranos_next_change():
+    from midigen.generation.harmonize import Melody, until_change
+
+    # a note struck at 0 held to 3, struck again at 3, a rest at 5 and 6, a note at 7
+    column = np.array([10, 10, 10, 10, 10, -1, -1, 12])
+    struck = np.array([True, False, False, True, False, False, False, True])
+    melody = Melody(column, struck, np.zeros(8, np.int64))
+    assert until_change(melody, 16).tolist() == [3, 2, 1, 2, 1, 2, 1, 1]
+    assert until_change(melody, 2).tolist() == [2, 2, 1, 2, 1, 2, 1, 1]
+
+
+def test_a_melody_note_longer_than_max_note_beats_is_harmonized_all_the_same(checkpoint, voices_rep):
+    """The soprano is forced: a melody note held past generate.max_note_beats (a 6-beat note
+    against the 4-beat limit) must still leave every frame a way to end."""
+    from midigen.data.midi_io import make_notes
+    from midigen.representations.score_time import STEP_S
+    from midigen.training.checkpoint import load_model
+
+    loaded = load_model(checkpoint, "cpu")
+    quarter = 4 * STEP_S
+    notes = make_notes([0.0, 6 * quarter], [6 * quarter, 8 * quarter], [67, 72])
+    (ids,) = harmonize(loaded.model, voices_rep, notes, SampleRequest(1, seed=1, limits=GrammarLimits(4.0, 4)), CPU)
+    assert ids[-1] == EOS
+    soprano = [r for r in voices_rep.decode_voiced(ids).rows if r[2] in (67, 72)]
+    assert (0, 24, 67) in soprano and (24, 32, 72) in soprano, soprano

@@ -36,6 +36,7 @@ GOOD = {
         "fixed_step_quarters": 0.0,
         "max_voices": 4,
         "bar_positions": False,
+        "frame_runs": False,
         "key": "keep",
     },
     "split": {

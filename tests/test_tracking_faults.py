@@ -349,3 +349,27 @@ def test_an_experiment_whose_artifacts_went_to_a_temporary_dvc_folder_is_set_asi
     assert [a.path for a in c.list_artifacts(r.info.run_id)] == ["best.pt"]
     assert (root / "mlartifacts" / r.info.run_id / "artifacts" / "best.pt").is_file()
     assert not (root / ".dvc").exists(), "wrote into the temporary experiment folder again"
+
+
+def test_a_ctrl_c_inside_a_database_read_still_ends_the_run_killed(tmp_path, monkeypatch):
+    """Ctrl-C lands while a read of the MLflow database is under way: the interrupted frames hold
+    its cursor, and SQLite's lock with it, until the exception is done with. Ending the run has
+    to write before that, so the tracker drops those frames' locals first (without that, this
+    test waits out MLflow's 20 s busy timeout and the run stays RUNNING)."""
+    from midigen.training import tracking
+
+    db = tmp_path / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    tracker = tracking.preflight()
+
+    def read_then_interrupt() -> None:
+        ten = "WITH RECURSIVE n(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM n WHERE k < 10)"
+        rows = f"{ten} SELECT run_uuid FROM runs, n"
+        cursor = sqlite3.connect(db).execute(rows)
+        cursor.fetchone()  # 9 rows to go: the statement is still stepping, SQLite holds a shared lock for it
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt), tracker.start_run({"train": {"lr": 0.1}}, {}) as run:
+        read_then_interrupt()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT status FROM runs WHERE run_uuid = ?", (run.run_id,)).fetchone() == ("KILLED",)

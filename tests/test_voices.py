@@ -36,6 +36,12 @@ def positioned() -> VoicesRepresentation:
 
 
 @pytest.fixture(scope="module")
+def runs() -> VoicesRepresentation:
+    """Voices with frame runs: a frame only where the notes change, ||k its length."""
+    return VoicesRepresentation(PITCH_MIN, PITCH_MAX, 4, frame_runs=True)
+
+
+@pytest.fixture(scope="module")
 def ingested(tmp_path_factory) -> list[Path]:
     """Real chorales exported to MIDI by ingest (pickups delayed, fermatas marked)."""
     from music21 import corpus
@@ -300,6 +306,51 @@ def test_real_chorales_round_trip_with_bar_positions_and_start_on_the_bar(positi
         assert np.array_equal(positioned.encode(positioned.read_piece(out)), ids), path.name
 
 
+def test_frame_runs_write_a_frame_only_where_the_notes_change(runs, rep, chorale_paths, ingested, tmp_path):
+    """The same notes, voices and fermata frames as a frame per sixteenth, from well under half
+    the ids; every written frame differs from the one before (a note struck or ended, or the
+    fermata starts or stops) unless the one before ran MAX_RUN sixteenths; written MIDI reads
+    back to the same ids."""
+    ratios = []
+    for path in [*chorale_paths, *ingested]:
+        plain, ids = rep.encode(rep.read_piece(path)), runs.encode(runs.read_piece(path))
+        a, b = rep.decode_voiced(plain), runs.decode_voiced(ids)
+        assert b.rows == a.rows and b.voice.tolist() == a.voice.tolist(), path.name
+        assert b.fermata_frames == a.fermata_frames, path.name
+        ratios.append(len(ids) / len(plain))
+        frames = tokens_of_frames(runs.ids_to_tokens(ids))
+        lasts = [int(t[2:]) for t in runs.ids_to_tokens(ids) if t.startswith("||")]
+        assert len(lasts) == len(frames) and sum(lasts) == plain.tolist().count(rep.frame_id), path.name
+        for f in range(1, len(frames)):
+            same = [t.rstrip("~") for t in frames[f]] == [t.rstrip("~") for t in frames[f - 1]]
+            if same and all(t.endswith("~") or t == "FERMATA" for t in frames[f]):
+                assert lasts[f - 1] == 16, (path.name, f, frames[f])
+        out = tmp_path / path.name
+        runs.write_midi(ids, out)
+        assert np.array_equal(runs.encode(runs.read_piece(out)), ids), path.name
+    assert max(ratios) < 0.5, ratios
+
+
+def test_a_run_longer_than_a_whole_note_writes_its_frame_again_as_ties(runs, tmp_path):
+    path = tmp_path / "long.mid"
+    write_midi(make_notes([0.0, 0.0, 0.0], [5.0, 5.0, 1.0], [72, 67, 60]), path, tempo_bpm=60.0, time_signature=(4, 4))
+    # at 60 bpm one second is a quarter note: C4 a quarter, G4 and C5 five quarters
+    assert runs.ids_to_tokens(runs.encode(runs.read_piece(path))) == [
+        "<BOS>", "C5", "G4", "C4", "||4", "C5~", "G4~", "||16", "<EOS>",
+    ]  # fmt: skip
+    path = tmp_path / "longer.mid"
+    write_midi(make_notes([0.0], [5.0 * 4 / 4 + 1.0], [72]), path, tempo_bpm=60.0, time_signature=(4, 4))
+    assert runs.ids_to_tokens(runs.encode(runs.read_piece(path))) == ["<BOS>", "C5", "||16", "C5~", "||8", "<EOS>"]
+
+
+def test_frame_runs_and_bar_positions_are_one_error_line():
+    from midigen.errors import ParamsError
+
+    params = {**DEFAULTS["preprocess"], "representation": "voices", "bar_positions": True, "frame_runs": True}
+    with pytest.raises(ParamsError, match="bar_positions and preprocess.frame_runs"):
+        representations.from_params(params)
+
+
 def test_a_file_without_a_time_signature_is_rejected(rep, tmp_path):
     import mido
 
@@ -405,6 +456,15 @@ def check_grammar(tokens: list[str], max_voices: int, max_frames: int) -> str | 
             continue
         if t in ("<PAD>", "<BOS>"):
             return f"{n}: {t}"
+        if t.startswith("||") and t != "|||":  # frame runs: the frame lasts k sixteenths
+            lasts = int(t[2:])
+            if not 1 <= lasts <= 16:
+                return f"{n}: {t}"
+            ended = {p: c + lasts - 1 for p, c in cur.items()}
+            if max_frames and any(c > max_frames for c in ended.values()):
+                return f"{n}: {t} holds a note {max(ended.values())} frames"
+            prev, cur, in_frame, frames = ended, {}, [], frames + lasts
+            continue
         if t.startswith("|"):
             if t != "|||":
                 k = int(t[1:])
@@ -436,15 +496,18 @@ def check_grammar(tokens: list[str], max_voices: int, max_frames: int) -> str | 
     return None
 
 
-@pytest.mark.parametrize(("max_voices", "max_note_beats", "bars"), [(4, 2.0, False), (0, 0.0, False), (4, 2.0, True)])
+@pytest.mark.parametrize(
+    ("max_voices", "max_note_beats", "bars"),
+    [(4, 2.0, False), (0, 0.0, False), (4, 2.0, True), (4, 2.0, "runs"), (0, 0.0, "runs")],
+)
 def test_sampling_under_the_grammar_never_writes_an_illegal_token(
-    rep, positioned, max_voices, max_note_beats, bars, torch_one_thread
+    rep, positioned, runs, max_voices, max_note_beats, bars, torch_one_thread
 ):
     import torch
 
     from midigen.generation.grammar import GrammarLimits
 
-    rep = positioned if bars else rep
+    rep = runs if bars == "runs" else positioned if bars else rep
     grammar = rep.grammar(GrammarLimits(max_note_beats=max_note_beats, max_voices=max_voices))
     gen = torch.Generator().manual_seed(7)
     batch, n_steps = 64, 3000
@@ -475,8 +538,10 @@ def test_sampling_under_the_grammar_never_writes_an_illegal_token(
     assert sum(len(s) for s in out) > batch * n_steps // 2
     tokens = [t for s in out for t in rep.ids_to_tokens(s)]
     assert tokens.count("FERMATA") and sum(t.endswith("~") for t in tokens) > len(tokens) // 4
-    if bars:  # random logits start new bars anywhere and also run bars on
+    if bars is True:  # random logits start new bars anywhere and also run bars on
         assert tokens.count("|0") > batch and "|6" in tokens
+    if bars == "runs":  # frames of every length are drawn, the long ones only where notes allow
+        assert {f"||{k}" for k in range(1, 17)} <= set(tokens)
 
 
 def test_eos_waits_for_min_beats_of_frames(rep, torch_one_thread):
@@ -491,13 +556,13 @@ def test_eos_waits_for_min_beats_of_frames(rep, torch_one_thread):
         state = grammar.advance(state, torch.tensor([rep.frame_id]))
 
 
-@pytest.mark.parametrize("bars", [False, True])
-def test_every_real_chorale_is_a_sentence_of_the_grammar(rep, positioned, bars, ingested, torch_one_thread):
+@pytest.mark.parametrize("bars", [False, True, "runs"])
+def test_every_real_chorale_is_a_sentence_of_the_grammar(rep, positioned, runs, bars, ingested, torch_one_thread):
     import torch
 
     from midigen.generation.grammar import GrammarLimits
 
-    rep = positioned if bars else rep
+    rep = runs if bars == "runs" else positioned if bars else rep
     grammar = rep.grammar(GrammarLimits(max_note_beats=0, max_voices=4))
     for path in ingested:
         ids = torch.as_tensor(rep.encode(rep.read_piece(path)).astype(np.int64))
@@ -538,6 +603,7 @@ def test_dvc_exp_run_with_voices_runs_end_to_end(tmp_path, ingested):
         "pitch_max": 108,
         "max_voices": 4,
         "bar_positions": False,
+        "frame_runs": False,
     }
     rejected = {Path(r["rel_path"]).name: r["reason"] for r in iter_rows(root / "data/tokens/rejected.csv")}
     assert list(rejected) == ["bwv1.6.mid"] and "max_voices" in rejected["bwv1.6.mid"]

@@ -6,7 +6,8 @@ voices grammar forces, at the start of every sixteenth-note frame, the soprano's
 melody (`p` where a melody note starts, `p~` where it is held), and lets the model sample the
 rest of the frame under the voices grammar (notes strictly below the soprano, at most
 max_voices in all, ties only for pitches that sounded in the frame before, then `|||`; with
-bar positions, the delimiter of the melody's bar position there, from its file's meters). After
+bar positions, the delimiter of the melody's bar position there, from its file's meters; with
+frame runs, a delimiter `||k` that does not outlast the soprano's note or rest). After
 the melody's last frame it forces <EOS>. So:
 
 - the top voice of every piece is the melody, note for note, on the sixteenth grid (notes are
@@ -84,6 +85,18 @@ def melody_frames(
     return Melody(top.astype(np.int64), struck, position)
 
 
+def until_change(melody: Melody, longest: int) -> np.ndarray:
+    """Per frame of a melody, the frames from it to the next where its soprano changes (a note
+    struck, a rest starting or ending) or to its end, at most `longest`."""
+    column, struck = melody.column, melody.struck
+    n = column.shape[0]
+    change = np.ones(n + 1, dtype=bool)
+    change[1:n] = struck[1:] | (column[1:] != column[:-1])
+    nxt = np.flatnonzero(change)
+    following = nxt[np.searchsorted(nxt, np.arange(n), side="right")]
+    return np.minimum(following - np.arange(n), longest)
+
+
 class HarmonizeGrammar(Grammar):
     """The voices grammar with each row's soprano forced from its melody (module docstring).
     Extra state per row: `melody`, its melody's index in the tables."""
@@ -96,11 +109,18 @@ class HarmonizeGrammar(Grammar):
         prev_col = np.full((len(melodies), longest + 1), -1, dtype=np.int64)
         # the delimiter closing each frame: ||| or the melody's bar position there
         delimiter = np.full((len(melodies), longest + 1), rep.frame_id, dtype=np.int64)
-        positioned = len(rep.vocab) - rep.frame_id > 1
+        runs = getattr(rep, "frame_runs", False)
+        positioned = not runs and len(rep.vocab) - rep.frame_id > 1
+        # frame runs: from each frame, the frames until the melody next changes (a run may not
+        # pass a change of the soprano, which the next written frame must show)
+        until = np.ones((len(melodies), longest + 1), dtype=np.int64)
         for i, m in enumerate(melodies):
             n = m.column.shape[0]
             if positioned:
                 delimiter[i, :n] += m.position
+            if runs:
+                until[i, :n] = until_change(m, len(rep.vocab) - rep.frame_id)
+                delimiter[i, :n] += until[i, :n] - 1  # a rest is one frame, as long as it lasts
             forced = np.where(m.struck, rep.new_base, rep.tie_base) + m.column
             plan[i, :n] = np.where(m.column >= 0, forced, delimiter[i, :n])
             prev_col[i, 1 : n + 1] = m.column
@@ -116,6 +136,9 @@ class HarmonizeGrammar(Grammar):
             self.below[:, :, rep.frame_id :] = False
             rows, frames = np.indices(delimiter.shape)
             self.below[rows, frames, delimiter] = True
+        if runs:  # the frame lasts no longer than the soprano's note (or rest) does from there
+            lasts = torch.arange(1, vocab - rep.frame_id + 1)
+            self.below[:, :, rep.frame_id :] = lasts[None, None, :] <= torch.from_numpy(until)[..., None]
         self.frames = plan.shape[1]
 
     def start(self, batch: int, device: torch.device) -> dict[str, torch.Tensor]:

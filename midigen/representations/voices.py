@@ -4,6 +4,14 @@ in it from high to low, each either struck in this frame (`C4`) or held from the
 (`C4~`), then the frame delimiter `|||`. A frame under a fermata starts with `FERMATA`; a frame
 with no notes is the delimiter alone. Listeners could barely tell BachBot's chorales from Bach's.
 
+With frame runs (preprocess.frame_runs) a frame is written only where the notes change: a frame
+in which nothing is struck and the same notes sound as in the frame before (under the same
+fermata state) is folded into that frame, whose delimiter `||k` then says how many sixteenths it
+lasts (k = 1 … MAX_RUN; a longer run writes its frame again, all ties). A chorale costs about
+half the ids (BachBot's ||| after every sixteenth, a held chord repeated four times a beat,
+are most of its ids), so a model hears twice the music for the same work and its window
+reaches twice as far back.
+
 With bar positions (preprocess.bar_positions) the delimiter also names the sixteenth of its
 frame within the bar, from the file's time signatures: `|0` … `|15` in 4/4, `|0` … `|11` in 3/4
 (a bar longer than BAR_POSITIONS sixteenths keeps the last for the rest), so the model always
@@ -33,7 +41,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from midigen.data.midi_io import FERMATA, read_marks, write_midi
-from midigen.errors import MidiError
+from midigen.errors import MidiError, ParamsError
 from midigen.representations.base import BOS, EOS, SPECIALS, Checked, OutputContext, key_info
 from midigen.representations.score_time import (
     SCORE_TEMPO_BPM,
@@ -47,6 +55,8 @@ FERMATA_TOKEN = "FERMATA"
 FRAME_TOKEN = "|||"
 #: frame positions a bar may name (a 4/2 bar has 32 sixteenths)
 BAR_POSITIONS = 32
+#: frame runs: the longest a written frame lasts, in sixteenths (a whole note in 4/4)
+MAX_RUN = 16
 TIE_SUFFIX = "~"
 #: a file with more than max_voices notes at once in more than this share of its sounding
 #: frames is rejected (a piano piece, not a chorale)
@@ -132,11 +142,21 @@ class VoicesRepresentation(ScoreTimeRepresentation):
     layout = "sequence"
     info_keys = ("n_notes", "duration_s", "frames", "fermata_frames", "over_voices")
 
-    def __init__(self, pitch_min: int = 21, pitch_max: int = 108, max_voices: int = 4, bar_positions: bool = False):
+    def __init__(
+        self,
+        pitch_min: int = 21,
+        pitch_max: int = 108,
+        max_voices: int = 4,
+        bar_positions: bool = False,
+        frame_runs: bool = False,
+    ):
         if max_voices < 1:
             raise ValueError(f"max_voices must be >= 1, got {max_voices}")
+        if bar_positions and frame_runs:
+            raise ValueError("bar positions name every frame's sixteenth: they cannot be combined with frame runs")
         self.max_voices = int(max_voices)
         self.bar_positions = bool(bar_positions)
+        self.frame_runs = bool(frame_runs)
         names = [pitch_name(p) for p in range(pitch_min, pitch_max + 1)]
         vocab = list(SPECIALS)
         self.new_base = len(vocab)
@@ -145,14 +165,23 @@ class VoicesRepresentation(ScoreTimeRepresentation):
         self.fermata_id = len(vocab)
         # the delimiters come last: every id from frame_id on is one
         self.frame_id = self.fermata_id + 1
-        delimiters = [f"|{k}" for k in range(BAR_POSITIONS)] if self.bar_positions else [FRAME_TOKEN]
+        if self.frame_runs:
+            delimiters = [f"||{k}" for k in range(1, MAX_RUN + 1)]
+        else:
+            delimiters = [f"|{k}" for k in range(BAR_POSITIONS)] if self.bar_positions else [FRAME_TOKEN]
         vocab += [FERMATA_TOKEN, *delimiters]
         super().__init__(vocab, pitch_min, pitch_max)
         self.n_pitches = len(names)
 
     @classmethod
     def from_params(cls, p: dict[str, Any]) -> VoicesRepresentation:
-        return cls(p["pitch_min"], p["pitch_max"], p["max_voices"], p.get("bar_positions", False))
+        if p.get("bar_positions") and p.get("frame_runs"):
+            raise ParamsError(
+                "preprocess.bar_positions and preprocess.frame_runs cannot both be true: bar positions name "
+                "every sixteenth's frame, frame runs write a frame only where the notes change"
+            )
+        positions, runs = p.get("bar_positions", False), p.get("frame_runs", False)
+        return cls(p["pitch_min"], p["pitch_max"], p["max_voices"], positions, runs)
 
     def config(self) -> dict[str, Any]:
         return {
@@ -161,6 +190,7 @@ class VoicesRepresentation(ScoreTimeRepresentation):
             "pitch_max": self.pitch_max,
             "max_voices": self.max_voices,
             "bar_positions": self.bar_positions,
+            "frame_runs": self.frame_runs,
         }
 
     # -- files -> frames -> ids -----------------------------------------------------------------
@@ -207,26 +237,48 @@ class VoicesRepresentation(ScoreTimeRepresentation):
     def encode(self, piece: Chorale | np.ndarray) -> np.ndarray:
         return self.encode_frames(self.frames(piece))
 
+    def runs(self, kept: np.ndarray, tied: np.ndarray, fermata: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the frames written, how many sixteenths each lasts): with frame runs, a frame that
+        strikes nothing and sounds what the frame before sounds, under the same fermata state,
+        is folded into the frame written before it (at most MAX_RUN frames in one); without,
+        every frame, each lasting one."""
+        n = kept.shape[0]
+        if not self.frame_runs or n == 0:
+            return np.arange(n), np.ones(n, dtype=np.int64)
+        same = np.zeros(n, dtype=bool)
+        same[1:] = (kept[1:] == kept[:-1]).all(axis=1) & (tied[1:] == kept[1:]).all(axis=1)
+        same[1:] &= fermata[1:] == fermata[:-1]
+        start = np.flatnonzero(~same)
+        group = np.cumsum(~same) - 1
+        written = np.flatnonzero(~same | ((np.arange(n) - start[group]) % MAX_RUN == 0))
+        return written, np.diff(np.r_[written, n])
+
     def encode_frames(self, frames: Frames) -> np.ndarray:
         """<BOS>, per frame [FERMATA] + its kept notes from high to low + ||| (or |k, its bar
-        position), <EOS>."""
+        position; or ||k, the sixteenths it lasts, with frame runs), <EOS>."""
         kept = self.kept(frames.sound)
         before = np.zeros_like(kept)
         before[1:] = kept[:-1]
         tied = kept & ~frames.onset & before  # a note dropped in the frame before is struck anew
+        written, lasts = self.runs(kept, tied, frames.fermata)
+        kept, tied = kept[written], tied[written]
         f, col = np.nonzero(kept)
         n = kept.shape[0]
-        fermata = np.flatnonzero(frames.fermata)
+        fermata = np.flatnonzero(frames.fermata[written])
         frame = np.concatenate([f, fermata, np.arange(n)])
         # within a frame: FERMATA, then pitches high to low, then the delimiter
         order = np.concatenate(
             [self.n_pitches - col, np.zeros(fermata.shape[0], np.int64), np.full(n, self.n_pitches + 1)]
         )
+        if self.frame_runs:
+            delimiter = lasts - 1
+        else:
+            delimiter = frames.position if self.bar_positions else np.zeros(n, np.int64)
         ids = np.concatenate(
             [
                 np.where(tied[f, col], self.tie_base, self.new_base) + col,
                 np.full(fermata.shape[0], self.fermata_id),
-                self.frame_id + (frames.position if self.bar_positions else np.zeros(n, np.int64)),
+                self.frame_id + delimiter,
             ]
         )
         body = ids[np.lexsort((order, frame))]
@@ -269,7 +321,7 @@ class VoicesRepresentation(ScoreTimeRepresentation):
         voice: list[int] = []
         fermatas: list[int] = []
         positions: list[int] = []
-        f, prev, cur, low, empty, started = 0, {}, {}, None, True, False
+        f, prev, cur, low, empty, started, under = 0, {}, {}, None, True, False, False
         for i in np.asarray(ids, dtype=np.int64).tolist():
             if i < 0 or i >= len(self.vocab):
                 continue
@@ -279,12 +331,17 @@ class VoicesRepresentation(ScoreTimeRepresentation):
                 continue
             started = True
             if i >= self.frame_id:
-                positions.append(i - self.frame_id)
-                f, prev, cur, low, empty = f + 1, cur, {}, None, True
+                lasts = i - self.frame_id + 1 if self.frame_runs else 1
+                positions.append(0 if self.frame_runs else i - self.frame_id)
+                for k in cur.values():
+                    off[k] = f + lasts
+                if under:
+                    fermatas.extend(range(f, f + lasts))
+                f, prev, cur, low, empty, under = f + lasts, cur, {}, None, True, False
                 continue
             if i == self.fermata_id:
                 if empty:
-                    fermatas.append(f)
+                    under = True
                     empty = False
                 continue
             p = self.pitch_min + (i - self.new_base) % self.n_pitches
@@ -301,6 +358,8 @@ class VoicesRepresentation(ScoreTimeRepresentation):
             else:
                 off[k] = f + 1
             cur[p] = k
+        if under:  # a FERMATA frame the ids end in, without its delimiter
+            fermatas.append(f)
         order = np.lexsort((pitch, on)) if on else np.zeros(0, dtype=np.int64)
         rows = [(on[k], off[k], pitch[k]) for k in order.tolist()]
         return Voiced(rows, np.asarray(voice, dtype=np.int64)[order], fermatas, positions)

@@ -27,6 +27,7 @@ the training split is logged as a dataset input.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import re
@@ -35,6 +36,7 @@ import sqlite3
 import subprocess
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -580,8 +582,12 @@ class Tracker:
         try:
             yield run
             status = "FINISHED"
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             status = "KILLED"
+            # a Ctrl-C inside a database read leaves that read's cursor, and SQLite's lock with
+            # it, alive in the interrupted frames: drop their locals so ending the run can write
+            traceback.clear_frames(exc.__traceback__)
+            gc.collect()
             raise
         finally:
             self._end(run, status)
