@@ -603,7 +603,7 @@ def test_dvc_exp_run_with_voices_runs_end_to_end(tmp_path, ingested):
         "pitch_max": 108,
         "max_voices": 4,
         "bar_positions": False,
-        "frame_runs": False,
+        "frame_runs": True,  # the default
     }
     rejected = {Path(r["rel_path"]).name: r["reason"] for r in iter_rows(root / "data/tokens/rejected.csv")}
     assert list(rejected) == ["bwv1.6.mid"] and "max_voices" in rejected["bwv1.6.mid"]
