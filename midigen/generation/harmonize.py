@@ -109,7 +109,7 @@ class HarmonizeGrammar(Grammar):
         prev_col = np.full((len(melodies), longest + 1), -1, dtype=np.int64)
         # the delimiter closing each frame: ||| or the melody's bar position there
         delimiter = np.full((len(melodies), longest + 1), rep.frame_id, dtype=np.int64)
-        runs = getattr(rep, "frame_runs", False)
+        runs = rep.frame_runs
         positioned = not runs and len(rep.vocab) - rep.frame_id > 1
         # frame runs: from each frame, the frames until the melody next changes (a run may not
         # pass a change of the soprano, which the next written frame must show)
@@ -119,7 +119,7 @@ class HarmonizeGrammar(Grammar):
             if positioned:
                 delimiter[i, :n] += m.position
             if runs:
-                until[i, :n] = until_change(m, len(rep.vocab) - rep.frame_id)
+                until[i, :n] = until_change(m, int(rep.lasts.max()))
                 delimiter[i, :n] += until[i, :n] - 1  # a rest is one frame, as long as it lasts
             forced = np.where(m.struck, rep.new_base, rep.tie_base) + m.column
             plan[i, :n] = np.where(m.column >= 0, forced, delimiter[i, :n])
@@ -137,8 +137,8 @@ class HarmonizeGrammar(Grammar):
             rows, frames = np.indices(delimiter.shape)
             self.below[rows, frames, delimiter] = True
         if runs:  # the frame lasts no longer than the soprano's note (or rest) does from there
-            lasts = torch.arange(1, vocab - rep.frame_id + 1)
-            self.below[:, :, rep.frame_id :] = lasts[None, None, :] <= torch.from_numpy(until)[..., None]
+            lasts = torch.as_tensor(rep.lasts)[None, None, :]
+            self.below[:, :, rep.frame_id :] = lasts <= torch.from_numpy(until)[..., None]
         self.frames = plan.shape[1]
 
     def start(self, batch: int, device: torch.device) -> dict[str, torch.Tensor]:

@@ -153,7 +153,10 @@ class VoicesRepresentation(ScoreTimeRepresentation):
         if max_voices < 1:
             raise ValueError(f"max_voices must be >= 1, got {max_voices}")
         if bar_positions and frame_runs:
-            raise ValueError("bar positions name every frame's sixteenth: they cannot be combined with frame runs")
+            raise ParamsError(
+                "preprocess.bar_positions and preprocess.frame_runs cannot both be true: bar positions name "
+                "every sixteenth's frame, frame runs write a frame only where the notes change"
+            )
         self.max_voices = int(max_voices)
         self.bar_positions = bool(bar_positions)
         self.frame_runs = bool(frame_runs)
@@ -169,17 +172,14 @@ class VoicesRepresentation(ScoreTimeRepresentation):
             delimiters = [f"||{k}" for k in range(1, MAX_RUN + 1)]
         else:
             delimiters = [f"|{k}" for k in range(BAR_POSITIONS)] if self.bar_positions else [FRAME_TOKEN]
+        #: per delimiter (id - frame_id), the sixteenths its frame lasts: k for ||k, else 1
+        self.lasts = np.arange(1, MAX_RUN + 1) if self.frame_runs else np.ones(len(delimiters), dtype=np.int64)
         vocab += [FERMATA_TOKEN, *delimiters]
         super().__init__(vocab, pitch_min, pitch_max)
         self.n_pitches = len(names)
 
     @classmethod
     def from_params(cls, p: dict[str, Any]) -> VoicesRepresentation:
-        if p.get("bar_positions") and p.get("frame_runs"):
-            raise ParamsError(
-                "preprocess.bar_positions and preprocess.frame_runs cannot both be true: bar positions name "
-                "every sixteenth's frame, frame runs write a frame only where the notes change"
-            )
         positions, runs = p.get("bar_positions", False), p.get("frame_runs", False)
         return cls(p["pitch_min"], p["pitch_max"], p["max_voices"], positions, runs)
 
@@ -331,7 +331,7 @@ class VoicesRepresentation(ScoreTimeRepresentation):
                 continue
             started = True
             if i >= self.frame_id:
-                lasts = i - self.frame_id + 1 if self.frame_runs else 1
+                lasts = int(self.lasts[i - self.frame_id])
                 positions.append(0 if self.frame_runs else i - self.frame_id)
                 for k in cur.values():
                     off[k] = f + lasts

@@ -39,6 +39,7 @@ class VoicesGrammar(Grammar):
         self.new_base, self.tie_base = rep.new_base, rep.tie_base
         self.fermata_id, self.frame_id = rep.fermata_id, rep.frame_id
         self.runs = rep.frame_runs  # delimiters ||1 ... ||MAX_RUN: the frame lasts k sixteenths
+        self.lasts = torch.as_tensor(rep.lasts)  # per delimiter, the sixteenths its frame lasts
         # delimiters: 1, or the bar positions (with runs: none named)
         self.positions = 1 if self.runs else self.vocab - self.frame_id
         self.max_voices = int(limits.max_voices)
@@ -74,7 +75,7 @@ class VoicesGrammar(Grammar):
         mask[:, self.frame_id] = True
         if self.runs:
             # ||k holds the frame's notes k sixteenths: none past max_frames (||1 always fits)
-            lasts = torch.arange(1, self.vocab - self.frame_id + 1, device=low.device)[None, :]
+            lasts = self.lasts.to(low.device)[None, :]
             if self.max_frames:
                 longest = state["cur"].max(dim=1).values[:, None]
                 mask[:, self.frame_id :] = (longest == 0) | (longest + lasts - 1 <= self.max_frames)
@@ -100,7 +101,7 @@ class VoicesGrammar(Grammar):
         cur = state["cur"].clone()
         cur[rows[note], col[note]] = length[note]
         frame = ids >= self.frame_id
-        lasts = (ids - self.frame_id + 1).clamp(min=1) if self.runs else torch.ones_like(ids)
+        lasts = self.lasts.to(ids.device)[(ids - self.frame_id).clamp(0, self.lasts.shape[0] - 1)]
         fermata = (ids == self.fermata_id) & state["empty"]
         # a frame lasting k sixteenths leaves its notes k - 1 frames longer than they were in it
         ended = torch.where(cur > 0, cur + (lasts - 1)[:, None], cur)
