@@ -8,7 +8,12 @@ generate section, with --set overrides), scores each batch against the test spli
 (midigen.evaluation.hearing), and prints each accuracy, their mean and spread, and the voice-count
 TV. Nothing is trained; it takes seconds per seed.
 
-    python bench/seeds.py [--checkpoint models/best.pt] [--seeds 7,8,9,10]
+With --groups it also asks what tells the sets apart: for each feature (a histogram, the pitch
+classes, a scalar; hearing.feature_groups) the classifier's accuracy on that feature alone and on
+all the others, and both sets' mean of it, averaged over the seeds. A feature whose removal lowers
+the accuracy most is what the model gets most wrong as the classifier sees it.
+
+    python bench/seeds.py [--checkpoint models/best.pt] [--seeds 7,8,9,10] [--groups]
                           [--set generate.temperature=0.95 ...] [--out results.json]
 
 Run it from the repository root after `dvc repro` (it reads data/split.csv and data/raw/midi).
@@ -42,11 +47,39 @@ def parse_set(items: list[str], generate: dict) -> dict:
     return out
 
 
+def by_group(gen_rows: np.ndarray, ref_rows: np.ndarray, evaluate: dict, seed: int) -> dict:
+    """{feature: [accuracy on it alone, accuracy on all the others]} for one seed's batch."""
+    from midigen.evaluation import hearing
+
+    out = {}
+    for name, cols in hearing.feature_groups().items():
+        rest = np.delete(np.arange(gen_rows.shape[1]), np.arange(gen_rows.shape[1])[cols])
+        runs = [
+            hearing.c2st(g, r, evaluate["classifier_folds"], evaluate["classifier_resamples"], seed)
+            for g, r in ((gen_rows[:, cols], ref_rows[:, cols]), (gen_rows[:, rest], ref_rows[:, rest]))
+        ]
+        out[name] = [run["accuracy"] for run in runs]
+    return out
+
+
+def print_groups(rows: list[dict], gen_rows: np.ndarray, ref_rows: np.ndarray) -> None:
+    """The per-feature table, averaged over the seeds; the means are the last seed's batch's."""
+    from midigen.evaluation import hearing
+
+    print(f"{'feature':<13}{'alone':>7}{'without':>9}   mean: generated (last seed) / test")
+    for name, cols in hearing.feature_groups().items():
+        alone, without = np.mean([r["groups"][name] for r in rows], axis=0)
+        g, t = gen_rows[:, cols].mean(0), ref_rows[:, cols].mean(0)
+        means = " ".join(f"{a:.3g}/{b:.3g}" for a, b in zip(g, t, strict=True) if a or b)
+        print(f"{name:<13}{alone:>7.3f}{without:>9.3f}   {means}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default=str(ROOT / "models" / "best.pt"))
     ap.add_argument("--seeds", default="7,8,9,10")
     ap.add_argument("--set", action="append", default=[], help="generate.key=value")
+    ap.add_argument("--groups", action="store_true", help="accuracy per feature: alone and left out")
     ap.add_argument("--out", help="write the figures as JSON here")
     args = ap.parse_args()
 
@@ -86,6 +119,8 @@ def main() -> None:
         c2st = hearing.c2st(gen_rows, ref_rows, evaluate["classifier_folds"], evaluate["classifier_resamples"], seed)
         tv = hearing.compare(heard, reference)["tv"]["voice_count"]
         rows.append({"seed": seed, "accuracy": c2st["accuracy"], "voice_count_tv": round(tv, 4)})
+        if args.groups:
+            rows[-1]["groups"] = by_group(gen_rows, ref_rows, evaluate, seed)
         print(f"seed {seed}: classifier accuracy {c2st['accuracy']:.3f}, voice-count TV {tv:.3f}", flush=True)
     acc = np.array([r["accuracy"] for r in rows])
     summary = {"mean": round(float(acc.mean()), 4), "min": float(acc.min()), "max": float(acc.max())}
@@ -93,6 +128,8 @@ def main() -> None:
         f"{len(seeds)} seeds, {len(test)} pieces each: mean accuracy {summary['mean']:.3f} "
         f"({summary['min']:.3f} .. {summary['max']:.3f})"
     )
+    if args.groups:
+        print_groups(rows, gen_rows, ref_rows)
     if args.out:
         Path(args.out).write_text(json.dumps({"seeds": rows, **summary}, indent=2), encoding="utf-8")
 

@@ -200,3 +200,16 @@ def test_the_evaluate_stage_samples_as_many_pieces_as_it_compares_with(tmp_path,
     expected = ev["overlap_mean"] * hearing.indistinguishability(ev["c2st"]["accuracy"])
     assert ev["distribution_score"] == pytest.approx(expected, abs=1e-4)
     assert not (root / "outputs/generated").exists()
+
+
+def test_the_feature_groups_tile_the_feature_vector_and_name_its_columns(tmp_path):
+    path = write_pretty_midi(tmp_path / "chords.mid", [(60, 0, 1), (64, 0, 1), (67, 0, 1), (72, 0.5, 1.5)])
+    heard = hearing.listen(hearing.read_piece(path))
+    row = hearing.feature_vector(heard)
+    groups = hearing.feature_groups()
+    covered = np.concatenate([np.arange(len(row))[s] for s in groups.values()])
+    np.testing.assert_array_equal(covered, np.arange(len(row)))  # every column once, in order
+    np.testing.assert_allclose(row[groups["voice_count"]], hearing.shares(heard.histograms["voice_count"]))
+    np.testing.assert_allclose(row[groups["pitch_class"]], hearing.shares(heard.pitch_classes))
+    assert row[groups["pitch_mean"]][0] == heard.pitch_mean and row[groups["pitch_std"]][0] == heard.pitch_std
+    assert row[groups["longest_note"]][0] == np.log2(1.0 + heard.longest_beats)

@@ -83,7 +83,7 @@ def _pitch_table(rep: Representation | None, transpose: int) -> tuple[np.ndarray
         name = rep.name if rep is not None else "?"
         raise ParamsError(
             f"train.transpose = {transpose}: {name} tokens cannot be transposed "
-            "(events and melody ones can); set train.transpose: 0"
+            "(events, voices and melody ones can); set train.transpose: 0"
         )
     return table
 

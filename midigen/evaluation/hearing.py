@@ -249,6 +249,19 @@ def compare(generated: list[Listening], test: list[Listening]) -> dict[str, Any]
 # -- classifier two-sample test ---------------------------------------------------------------
 
 
+#: the scalar features, in feature_vector's order after the histograms and pitch classes
+SCALARS = ("on_grid", "in_key", "longest_note", "note_density", "pitch_mean", "pitch_std")
+
+
+def feature_groups() -> dict[str, slice]:
+    """Which columns of feature_vector each feature (a histogram, the pitch classes, a scalar)
+    fills: for asking which of them tells two sets apart (bench/seeds.py --groups)."""
+    widths = {"voice_count": MAX_VOICES, "note_length": len(BEAT_EDGES) - 1, "ioi": len(BEAT_EDGES) - 1}
+    widths |= {"interval": MAX_INTERVAL + 1, "pitch_class": 12} | dict.fromkeys(SCALARS, 1)
+    ends = np.cumsum(list(widths.values()))
+    return {name: slice(int(end - w), int(end)) for (name, w), end in zip(widths.items(), ends, strict=True)}
+
+
 def feature_vector(p: Listening) -> np.ndarray:
     """What the classifier sees of a piece: its histograms as shares, its pitch-class histogram
     and a few scalars, none of which grows with the piece's length (generated pieces stop at
