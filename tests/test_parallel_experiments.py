@@ -5,7 +5,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -46,7 +48,7 @@ def queued(tmp_path_factory, chorale_paths):
         assert match, out
         names[lr] = match.group(1)
     t0 = time.monotonic()
-    run([DVC, "queue", "start", "-j", "2"], root, env)
+    start_queue(root, env, 2, tmp_path_factory.mktemp("queue_log") / "start.log")
     status = ""
     try:
         while time.monotonic() - t0 < QUEUE_TIMEOUT_S:
@@ -58,6 +60,7 @@ def queued(tmp_path_factory, chorale_paths):
             pytest.fail(f"queue not done after {QUEUE_TIMEOUT_S} s:\n{status}")
     finally:
         subprocess.run([DVC, "queue", "stop"], cwd=root, env=env, capture_output=True, timeout=120)
+        stop_stray_workers(root)
     logs = {
         lr: subprocess.run([DVC, "queue", "logs", name], cwd=root, env=env, capture_output=True, text=True).stdout
         for lr, name in names.items()
@@ -76,6 +79,54 @@ def queued(tmp_path_factory, chorale_paths):
         "baseline_runs": baseline_runs,
         "elapsed": time.monotonic() - t0,
     }
+
+
+def start_queue(root: Path, env: dict, jobs: int, log: Path) -> None:
+    """`dvc queue start -j jobs`, its output to `log`, not to a pipe: the workers it daemonizes
+    keep the stdout they were given, so a pipe stays open until the last of them exits, and a
+    worker whose shutdown message is lost (a race in dvc-task's filesystem broker, seen here once
+    in a full run: the monitor logs "shutting down due to empty queue" and the worker polls on;
+    treeverse/dvc#10427 describes the like) never does. The queue's end is read from
+    `dvc queue status` instead."""
+    with log.open("w", encoding="utf-8") as out:
+        proc = subprocess.run(
+            [DVC, "queue", "start", "-j", str(jobs)],
+            cwd=root,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=120,
+        )
+    assert proc.returncode == 0, log.read_text(encoding="utf-8")
+
+
+def stop_stray_workers(root: Path, grace_s: float = 15.0) -> None:
+    """After `dvc queue stop`: any queue worker of this repo still alive after grace_s (one that
+    missed its shutdown, above) is killed, so that no test leaves a process behind."""
+    deadline = time.monotonic() + grace_s
+    while (pids := queue_workers(root)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def queue_workers(root: Path) -> list[int]:
+    """Pids of `dvc exp queue-worker` processes whose working directory is root (Linux /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+            cwd = Path(os.readlink(entry / "cwd"))
+        except OSError:
+            continue
+        if b"queue-worker" in cmd and cwd == Path(root):
+            pids.append(int(entry.name))
+    return pids
 
 
 def count_runs(root) -> int:
