@@ -47,12 +47,13 @@ def parse_set(items: list[str], generate: dict) -> dict:
     return out
 
 
-def by_group(gen_rows: np.ndarray, ref_rows: np.ndarray, evaluate: dict, seed: int) -> dict:
-    """{feature: [accuracy on it alone, accuracy on all the others]} for one seed's batch."""
+def by_group(groups: dict, gen_rows: np.ndarray, ref_rows: np.ndarray, evaluate: dict, seed: int) -> dict:
+    """{feature: [accuracy on it alone, accuracy on all the others]} for one seed's batch;
+    groups: hearing.feature_groups."""
     from midigen.evaluation import hearing
 
     out = {}
-    for name, cols in hearing.feature_groups().items():
+    for name, cols in groups.items():
         rest = np.delete(np.arange(gen_rows.shape[1]), np.arange(gen_rows.shape[1])[cols])
         runs = [
             hearing.c2st(g, r, evaluate["classifier_folds"], evaluate["classifier_resamples"], seed)
@@ -62,12 +63,10 @@ def by_group(gen_rows: np.ndarray, ref_rows: np.ndarray, evaluate: dict, seed: i
     return out
 
 
-def print_groups(rows: list[dict], gen_rows: np.ndarray, ref_rows: np.ndarray) -> None:
+def print_groups(groups: dict, rows: list[dict], gen_rows: np.ndarray, ref_rows: np.ndarray) -> None:
     """The per-feature table, averaged over the seeds; the means are the last seed's batch's."""
-    from midigen.evaluation import hearing
-
     print(f"{'feature':<13}{'alone':>7}{'without':>9}   mean: generated (last seed) / test")
-    for name, cols in hearing.feature_groups().items():
+    for name, cols in groups.items():
         alone, without = np.mean([r["groups"][name] for r in rows], axis=0)
         g, t = gen_rows[:, cols].mean(0), ref_rows[:, cols].mean(0)
         means = " ".join(f"{a:.3g}/{b:.3g}" for a, b in zip(g, t, strict=True) if a or b)
@@ -106,6 +105,7 @@ def main() -> None:
     test = source_files(rows_test["rel_path"].tolist())  # what the evaluate stage compares with
     reference = [hearing.listen(hearing.read_piece(p)) for p in test]
     ref_rows = np.array([hearing.feature_vector(p) for p in reference])
+    groups = hearing.feature_groups(reference[0])
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = []
     print(machine_line(), flush=True)
@@ -120,7 +120,7 @@ def main() -> None:
         tv = hearing.compare(heard, reference)["tv"]["voice_count"]
         rows.append({"seed": seed, "accuracy": c2st["accuracy"], "voice_count_tv": round(tv, 4)})
         if args.groups:
-            rows[-1]["groups"] = by_group(gen_rows, ref_rows, evaluate, seed)
+            rows[-1]["groups"] = by_group(groups, gen_rows, ref_rows, evaluate, seed)
         print(f"seed {seed}: classifier accuracy {c2st['accuracy']:.3f}, voice-count TV {tv:.3f}", flush=True)
     acc = np.array([r["accuracy"] for r in rows])
     summary = {"mean": round(float(acc.mean()), 4), "min": float(acc.min()), "max": float(acc.max())}
@@ -129,7 +129,7 @@ def main() -> None:
         f"({summary['min']:.3f} .. {summary['max']:.3f})"
     )
     if args.groups:
-        print_groups(rows, gen_rows, ref_rows)
+        print_groups(groups, rows, gen_rows, ref_rows)
     if args.out:
         Path(args.out).write_text(json.dumps({"seeds": rows, **summary}, indent=2), encoding="utf-8")
 

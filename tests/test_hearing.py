@@ -206,7 +206,7 @@ def test_the_feature_groups_tile_the_feature_vector_and_name_its_columns(tmp_pat
     path = write_pretty_midi(tmp_path / "chords.mid", [(60, 0, 1), (64, 0, 1), (67, 0, 1), (72, 0.5, 1.5)])
     heard = hearing.listen(hearing.read_piece(path))
     row = hearing.feature_vector(heard)
-    groups = hearing.feature_groups()
+    groups = hearing.feature_groups(heard)
     covered = np.concatenate([np.arange(len(row))[s] for s in groups.values()])
     np.testing.assert_array_equal(covered, np.arange(len(row)))  # every column once, in order
     np.testing.assert_allclose(row[groups["voice_count"]], hearing.shares(heard.histograms["voice_count"]))

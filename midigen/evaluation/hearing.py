@@ -249,33 +249,33 @@ def compare(generated: list[Listening], test: list[Listening]) -> dict[str, Any]
 # -- classifier two-sample test ---------------------------------------------------------------
 
 
-#: the scalar features, in feature_vector's order after the histograms and pitch classes
-SCALARS = ("on_grid", "in_key", "longest_note", "note_density", "pitch_mean", "pitch_std")
-
-
-def feature_groups() -> dict[str, slice]:
-    """Which columns of feature_vector each feature (a histogram, the pitch classes, a scalar)
-    fills: for asking which of them tells two sets apart (bench/seeds.py --groups)."""
-    widths = {"voice_count": MAX_VOICES, "note_length": len(BEAT_EDGES) - 1, "ioi": len(BEAT_EDGES) - 1}
-    widths |= {"interval": MAX_INTERVAL + 1, "pitch_class": 12} | dict.fromkeys(SCALARS, 1)
-    ends = np.cumsum(list(widths.values()))
-    return {name: slice(int(end - w), int(end)) for (name, w), end in zip(widths.items(), ends, strict=True)}
+def feature_parts(p: Listening) -> dict[str, np.ndarray]:
+    """What the classifier sees of a piece, by feature: its histograms as shares, its pitch-class
+    histogram and a few scalars, none of which grows with the piece's length (generated pieces
+    stop at generate.max_steps; a length feature would tell them apart for the wrong reason)."""
+    parts = {name: shares(p.histograms[name]) for name in HISTOGRAMS} | {"pitch_class": shares(p.pitch_classes)}
+    scalars = {
+        "on_grid": p.on_grid / p.onsets if p.onsets else 0.0,
+        "in_key": p.in_key / p.notes if p.notes else 0.0,
+        "longest_note": np.log2(1.0 + p.longest_beats),
+        "note_density": p.notes / p.span_beats if p.span_beats else 0.0,
+        "pitch_mean": p.pitch_mean,
+        "pitch_std": p.pitch_std,
+    }
+    return parts | {name: np.asarray([v], dtype=np.float64) for name, v in scalars.items()}
 
 
 def feature_vector(p: Listening) -> np.ndarray:
-    """What the classifier sees of a piece: its histograms as shares, its pitch-class histogram
-    and a few scalars, none of which grows with the piece's length (generated pieces stop at
-    generate.max_steps; a length feature would tell them apart for the wrong reason)."""
-    scalars = [
-        p.on_grid / p.onsets if p.onsets else 0.0,
-        p.in_key / p.notes if p.notes else 0.0,
-        np.log2(1.0 + p.longest_beats),
-        p.notes / p.span_beats if p.span_beats else 0.0,
-        p.pitch_mean,
-        p.pitch_std,
-    ]
-    parts = [shares(p.histograms[name]) for name in HISTOGRAMS]
-    return np.concatenate([*parts, shares(p.pitch_classes), np.asarray(scalars, dtype=np.float64)])
+    """The classifier's row for a piece: feature_parts, one after the other."""
+    return np.concatenate(list(feature_parts(p).values()))
+
+
+def feature_groups(p: Listening) -> dict[str, slice]:
+    """Which columns of feature_vector each feature of feature_parts fills (the same for every
+    piece; p gives the sizes): for asking which of them tells two sets apart (bench/seeds.py --groups)."""
+    widths = {name: part.shape[0] for name, part in feature_parts(p).items()}
+    ends = np.cumsum(list(widths.values()))
+    return {name: slice(int(end - w), int(end)) for (name, w), end in zip(widths.items(), ends, strict=True)}
 
 
 def cv_accuracy(a: np.ndarray, b: np.ndarray, n: int, folds: int, rng: np.random.Generator) -> float:
